@@ -1,0 +1,56 @@
+"""What is taught: modules, items and a checker (DESIGN §1). Domains are plain data plus a protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from ioa.models.base import Message
+
+Split = Literal["probe", "gate", "train", "benchmark"]
+
+
+@dataclass(frozen=True)
+class Module:
+    """A unit of knowledge. `prerequisites` are the domain's declared edges (module ids)."""
+
+    id: str
+    title: str
+    description: str = ""
+    tier: int = 1
+    prerequisites: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question with its reference. `level` is the difficulty level 1..L within its module."""
+
+    id: str
+    module: str
+    prompt: str
+    answer: str
+    level: int = 1
+    solution: str = ""
+    meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+@runtime_checkable
+class Domain(Protocol):
+    name: str
+    levels: int
+
+    def modules(self) -> list[Module]:
+        """All modules, with declared prerequisites."""
+        ...
+
+    def items(self, module: str, n: int, seed: int, split: Split = "probe", level: int | None = None) -> list[Item]:
+        """Up to n items of a module. Different splits never share an item; same arguments, same items."""
+        ...
+
+    def messages(self, item: Item) -> list[Message]:
+        """How an item is asked of a model (probes and evaluation)."""
+        ...
+
+    def check(self, item: Item, response: str) -> bool:
+        """Whether a model's response answers the item correctly."""
+        ...

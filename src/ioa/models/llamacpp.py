@@ -61,7 +61,7 @@ class LlamaCppModel:
         return self._fingerprint
 
     @property
-    def llama(self):  # noqa: ANN201 - llama_cpp.Llama, imported lazily (slow import)
+    def llama(self):
         if self._llama is None:
             from llama_cpp import Llama
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ioa.errors import ModelNotFoundError
 from ioa.models.base import ChatModel
+from ioa.models.cache import CachedModel, CallCache
 from ioa.models.registry import EMBEDDED, embedded, installed_path
 
 
@@ -45,3 +46,8 @@ def load_model(spec: str, n_ctx: int = 4096) -> ChatModel:
 
     gguf, sha = resolve_gguf(spec)
     return LlamaCppModel(gguf, name=spec if spec in EMBEDDED else gguf.stem, fingerprint=sha, n_ctx=n_ctx)
+
+
+def load_cached(spec: str, cache: CallCache, n_ctx: int = 4096) -> CachedModel:
+    """Load a model whose every call goes through the persistent call cache."""
+    return CachedModel(load_model(spec, n_ctx=n_ctx), cache)

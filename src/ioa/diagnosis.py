@@ -1,0 +1,106 @@
+"""`ioa diagnose`: probe teacher and student per module, then score gaps, graph, severity and targets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ioa.config import RunConfig
+from ioa.domains import get_domain
+from ioa.domains.base import Domain, Item
+from ioa.graph import Edge
+from ioa.identifier import ModuleScore, build_graph, diagnose_scores
+from ioa.models.base import ChatModel, SamplingParams
+from ioa.models.cache import CallCache
+from ioa.models.resolve import load_cached
+from ioa.probing import ProbeRow, accuracy_by_module, probe
+from ioa.rundir import RunDir, inputs_hash, read_json, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+@dataclass
+class Diagnosis:
+    scores: list[ModuleScore]
+    edges: list[Edge]
+    rows: list[ProbeRow]
+
+    def score(self, module: str) -> ModuleScore:
+        return next(s for s in self.scores if s.module == module)
+
+    @property
+    def targets(self) -> list[str]:
+        return [s.module for s in self.scores if s.target]
+
+
+def probe_items(domain: Domain, n: int, seed: int, split: str = "probe") -> list[Item]:
+    items: list[Item] = []
+    for module in domain.modules():
+        items.extend(domain.items(module.id, n, seed, split=split))  # type: ignore[arg-type]
+    return items
+
+
+def declared_edges(domain: Domain) -> list[Edge]:
+    return [Edge(p, m.id, "declared") for m in domain.modules() for p in m.prerequisites]
+
+
+def diagnose(
+    config: RunConfig,
+    run: RunDir,
+    progress: ProgressFactory | None = None,
+    teacher: ChatModel | None = None,
+    student: ChatModel | None = None,
+) -> Diagnosis:
+    """Probe both models on every module and write diagnosis/ (probe rows, scores, graph)."""
+    domain = get_domain(config.domain)
+    cache = CallCache(run.cache_path)
+    teacher = teacher or load_cached(config.teacher.spec, cache, config.teacher.n_ctx)
+    student = student or load_cached(config.student.spec, cache, config.student.n_ctx)
+    icfg = config.identifier
+    digest = inputs_hash(
+        "diagnose", teacher.fingerprint, student.fingerprint, config.domain, icfg, config.seed,
+        config.teacher.max_tokens, config.student.max_tokens,
+    )
+    out = run / "diagnosis"
+    if run.is_done("diagnose", digest) and (out / "scores.json").exists():
+        return load_diagnosis(run)
+
+    items = probe_items(domain, icfg.probes_per_module, config.seed)
+    rows: list[ProbeRow] = []
+    for role, model, max_tokens in (
+        ("teacher", teacher, config.teacher.max_tokens),
+        ("student", student, config.student.max_tokens),
+    ):
+        on_progress = progress(f"probing {role} ({model.name})", len(items)) if progress else None
+        rows += probe(model, domain, items, SamplingParams(max_tokens=max_tokens), role, on_progress)
+
+    teacher_acc = accuracy_by_module([r for r in rows if r.role == "teacher"])
+    student_acc = accuracy_by_module([r for r in rows if r.role == "student"])
+    modules = [m.id for m in domain.modules()]
+    edges = build_graph(modules, declared=declared_edges(domain), proposed=[], measured=[])
+    scores = diagnose_scores(teacher_acc, student_acc, edges, icfg)
+
+    write_jsonl(out / "probes.jsonl", rows)
+    write_json(out / "scores.json", {"domain": domain.name, "teacher": teacher.name, "student": student.name,
+                                     "probe_prompt": domain.messages(items[0])[0]["content"] if items else "",
+                                     "scores": [s.to_dict() for s in scores]})
+    write_json(out / "graph.json", {"nodes": modules, "edges": [_edge_dict(e) for e in edges]})
+    run.mark_done("diagnose", digest, targets=[s.module for s in scores if s.target])
+    run.event("diagnosed", targets=[s.module for s in scores if s.target])
+    return Diagnosis(scores, edges, rows)
+
+
+def _edge_dict(edge: Edge) -> dict[str, Any]:
+    return {"prereq": edge.prereq, "module": edge.module, "source": edge.source, "strength": edge.strength}
+
+
+def load_diagnosis(run: RunDir) -> Diagnosis:
+    out = run / "diagnosis"
+    scores = [ModuleScore.from_dict(s) for s in read_json(out / "scores.json")["scores"]]
+    edges = [Edge(**e) for e in read_json(out / "graph.json")["edges"]]
+    rows = [ProbeRow(**r) for r in read_jsonl(out / "probes.jsonl")]
+    return Diagnosis(scores, edges, rows)

@@ -1,0 +1,110 @@
+"""The run directory (DESIGN §10): atomic writes, a record of finished steps, and an event log.
+
+Nothing in it is ever half-written: every file is written to a temporary name and renamed into place.
+A step is done when `state.json` says so with the hash of the inputs it was computed from; a rerun
+skips it, and a changed input reruns it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ioa.errors import IoaError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        fix = "free disk space or fix permissions, then rerun the same command"
+        raise IoaError(f"could not write {path}: {exc.strerror}", fix) from exc
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=_jsonable) + "\n" for r in rows))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def inputs_hash(*parts: Any) -> str:
+    payload = json.dumps(parts, sort_keys=True, default=_jsonable, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class RunDir:
+    """runs/NAME/: resolved config, state of finished steps, call cache and events."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __truediv__(self, rel: str) -> Path:
+        return self.path / rel
+
+    @property
+    def cache_path(self) -> Path:
+        return self.path / "cache.sqlite"
+
+    # -- finished steps ----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        path = self.path / "state.json"
+        return read_json(path) if path.exists() else {"steps": {}}
+
+    def is_done(self, step: str, digest: str) -> bool:
+        return self._state()["steps"].get(step, {}).get("inputs") == digest
+
+    def mark_done(self, step: str, digest: str, **info: Any) -> None:
+        state = self._state()
+        state["steps"][step] = {"inputs": digest, "finished": time.time(), **info}
+        write_json(self.path / "state.json", state)
+
+    # -- events ------------------------------------------------------------------------------------
+    def event(self, kind: str, **data: Any) -> None:
+        """Append one event line; a crash can at worst leave a torn last line, which readers skip."""
+        line = json.dumps({"time": time.time(), "event": kind, **data}, default=_jsonable, ensure_ascii=False)
+        with open(self.path / "events.jsonl", "a") as f:
+            f.write(line + "\n")
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        path = self.path / "events.jsonl"
+        if not path.exists():
+            return
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                yield json.loads(line)

@@ -1,0 +1,58 @@
+"""Terminal presentation: progress bars and tables with rich. Logic never imports this module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ioa.identifier import ModuleScore
+
+console = Console()
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """Yields a factory: `bar(description, total)` returns an `advance(n)` callback."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+
+        def bar(description: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield bar
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f}"
+
+
+def scores_table(scores: list[ModuleScore], title: str = "Diagnosis") -> Table:
+    table = Table(title=title)
+    for name, justify in (("module", "left"), ("P_T", "right"), ("P_S [95% CI]", "right"), ("n", "right"),
+                          ("Δ", "right"), ("deficient", "center"), ("severity", "right"), ("target", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for s in scores:
+        lo, hi = s.student.interval
+        teacher = _pct(s.teacher.value) + (" (cannot teach)" if s.teacher_cannot_teach else "")
+        table.add_row(
+            s.module,
+            teacher,
+            f"{_pct(s.student.value)} [{_pct(lo)}, {_pct(hi)}]",
+            str(s.student.n),
+            f"{s.gap:.2f}",
+            "yes" if s.deficient else "",
+            f"{s.severity:.2f}",
+            (s.reason or "yes") if s.target else "",
+        )
+    return table

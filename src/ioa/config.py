@@ -52,6 +52,15 @@ class OrganizerConfig(Strict):
     on_unmastered: Literal["continue", "stop"] = "continue"
     bridging_fraction: float = Field(0.1, ge=0, le=1)
     replay_fraction: float = Field(0.2, ge=0, le=1)
+    # Difficulty ladder (§3.2): a level counts as solved reliably when its accuracy (point estimate or
+    # Wilson lower bound, per level_mode) reaches tau_level. Point by default: per-level probe sets are
+    # small and a lower bound on 4-5 items would never clear 0.8, so every module would restart at level 1.
+    tau_level: float = Field(0.8, ge=0, le=1)
+    level_mode: Literal["point", "lcb"] = "point"
+    # Remedial data (§3.4, "smaller"): per failing module, this share of what it got in the stage.
+    remediation_fraction: float = Field(0.5, gt=0, le=1)
+    # Upper bound on gate probes per module; a tau_mastery the lcb gate cannot reach within it is an error.
+    gate_items_max: int = Field(1000, ge=1)
 
 
 class DomainConfig(Strict):

@@ -37,7 +37,9 @@ _NUMBER_RE = re.compile(
     rf"|{_SIGN}{_PLAIN}"  # plain number
     rf")"
 )
-_HASH_RE = re.compile(r"####")
+_HASH_RE = re.compile(r"(?<!#)####(?!#)")
+# "#### Step 2: 16 - 3 = 13" is a markdown heading, not an answer line (Qwen writes headings).
+_HEADING_RE = re.compile(r"\s*[A-Za-z]")
 _ANSWER_IS_RE = re.compile(
     r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=|would\s+be|will\s+be)\s*:?\s*(?P<rest>[^\n]*)",
     re.IGNORECASE,
@@ -141,6 +143,8 @@ def _hash_candidate(text: str) -> str | None:
         line = line.split("####")[0]
         if not line.strip():
             line = after.lstrip("\n").split("\n", 1)[0].split("####")[0]
+        if _HEADING_RE.match(line) and "answer" not in line.lower():
+            continue
         nums = _numbers(clean_latex(line))
         if nums:
             candidates.append(nums[-1])
@@ -222,9 +226,14 @@ def parse_number(text: str) -> Fraction | None:
 
 
 def numbers_close(a: Fraction, b: Fraction, rel_tol: float = REL_TOL) -> bool:
-    """Exact equality, or equal within a relative tolerance (a rounded 1/3 written as 0.3333333)."""
+    """Exact equality, or equal within a relative tolerance (a rounded 1/3 written as 0.3333333).
+
+    Two whole numbers must be equal: 1000001 is not 1000000, whatever the tolerance says.
+    """
     if a == b:
         return True
+    if a.denominator == 1 and b.denominator == 1:
+        return False
     return abs(a - b) <= Fraction(rel_tol) * max(abs(a), abs(b))
 
 

@@ -121,14 +121,75 @@ def diagnose(
         raise _fail(exc) from None
 
 
-@app.command()
-def demo(out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo")) -> None:
-    """The embedded default: teacher qwen2.5-coder-1.5b, student smollm2-135m, arithmetic."""
+def _run(config: RunConfig) -> None:
+    from ioa.run import run
+    from ioa.ui import comparison_table, console, reporter
+
+    with reporter() as rep:
+        summary = run(config, rep)
+    console.print(comparison_table(
+        [*summary.comparisons, summary.targeted], summary.targets,
+        title=f"Held-out accuracy of {config.student.spec}, before → after ({summary.seconds / 60:.1f} min)",
+    ))
+    console.print(f"student saved to {summary.student_dir}")
+
+
+@app.command("run")
+def run_command(
+    config_file: Annotated[Path, typer.Argument(help="YAML run config.")],
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/NAME).")] = None,
+) -> None:
+    """The whole IOA loop: diagnose, plan, teach stage by stage, evaluate. Rerun to resume."""
     try:
-        config = build_config(None, {"runs_dir": str(out.parent), "name": out.name})
-        _diagnose(config)
+        overrides = {"runs_dir": str(out.parent), "name": out.name} if out else {}
+        _run(build_config(config_file, overrides))
     except IoaError as exc:
         raise _fail(exc) from None
+
+
+def _gate_text(gate: dict[str, Any]) -> str:
+    ratios = [r for r in gate["ratios"].values() if r is not None]
+    verdict = "pass" if not gate["failed_modules"] and ratios else "fail"
+    return f"{verdict} {min(ratios, default=0.0):.2f}"
+
+
+def preset(name: str) -> Path:
+    return Path(__file__).parent / "presets" / f"{name}.yaml"
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo")) -> None:
+    """The embedded default: teacher qwen2.5-coder-1.5b, student smollm2-135m, arithmetic, small preset."""
+    try:
+        _run(build_config(preset("demo"), {"runs_dir": str(out.parent), "name": out.name}))
+    except IoaError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def plan(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Print a run's curriculum: stages, their modules, state and gate results."""
+    from rich.table import Table
+
+    from ioa.rundir import read_json
+    from ioa.ui import console
+
+    path = run_dir / "curriculum.json"
+    if not path.exists():
+        raise _fail(IoaError(f"{path} does not exist", "run `ioa run CONFIG` (or `ioa demo`) first"))
+    cur = read_json(path)
+    table = Table(title=f"Curriculum of {run_dir}")
+    for col in ("stage", "modules", "difficulty", "ZPD", "state", "gates (min ratio)"):
+        table.add_column(col)
+    states = cur.get("states", {})
+    for stage in cur["stages"]:
+        state = states.get(str(stage["index"]), {})
+        gates = ", ".join(_gate_text(g) for g in state.get("gates", []))
+        table.add_row(str(stage["index"] + 1), ", ".join(stage["modules"]), f"{stage['difficulty']:.2f}",
+                      "ok" if stage["zpd_ok"] else stage["note"], state.get("outcome", "planned"), gates)
+    console.print(table)
+    for module, rep in cur.get("representation", {}).items():
+        console.print(f"{module}: representation {rep['choice']} (pilot accuracy {rep['pilot_accuracy']})")
 
 
 if __name__ == "__main__":

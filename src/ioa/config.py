@@ -17,12 +17,101 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class HTTPConfig(Strict):
+    """An OpenAI-compatible teacher endpoint (vLLM, SGLang, llama-server, a hosted API): ModelConfig.http."""
+
+    model: str | None = None  # the endpoint's model id (sent as `model`); None = first of GET /v1/models
+    base_model: str | None = None  # the weights behind it (e.g. Qwen/Qwen2.5-7B-Instruct); part of the cache key
+    name: str | None = None  # display/price-table name; default base_model, else model
+    endpoints: list[str] = Field(default_factory=list)  # more replicas of the same model besides `spec`
+    # The NAME of the environment variable that holds the API key; the key itself never enters a config.
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_in_flight: int = Field(8, ge=1)
+    timeout_s: float = Field(300.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    balance: Literal["least_in_flight", "round_robin"] = "least_in_flight"
+    # How ChatRequest.response_format is sent: OpenAI json_schema (vLLM, SGLang, llama-server, OpenAI),
+    # json_object + schema (llama-cpp-python's server), or not at all.
+    structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+    # "llama.cpp" adds llama.cpp sampling fields so replies equal in-process llama-cpp-python's.
+    dialect: Literal["openai", "llama.cpp"] = "openai"
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # merged into every request body
+    slow_warning_s: float | None = Field(None, gt=0)  # replies slower than this are counted as "slow"
+    failure_summary: Path | None = None  # JSON summary of failed attempts, rewritten after each batch
+
+    @model_validator(mode="after")
+    def _not_a_key(self) -> HTTPConfig:
+        if self.api_key_env and self.api_key_env.lower().startswith(("sk_", "sk-")):
+            raise ValueError("api_key_env looks like a key; give the NAME of the variable that holds it")
+        return self
+
+
+class PriceConfig(Strict):
+    """USD per million tokens."""
+
+    prompt_per_mtok: float = Field(0.0, ge=0)
+    completion_per_mtok: float = Field(0.0, ge=0)
+
+
+class AccountingConfig(Strict):
+    """Teacher cost accounting: a price table by model name ("*" = any other model) and hard caps."""
+
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    max_cost_usd: float | None = Field(None, ge=0)
+    max_total_tokens: int | None = Field(None, ge=1)
+
+
 class ModelConfig(Strict):
     """A model: embedded name, .gguf path, Hugging Face directory or http(s) URL."""
 
     spec: str
     n_ctx: int = Field(4096, ge=256)
     max_tokens: int = Field(512, ge=1)
+    http: HTTPConfig | None = None  # endpoint settings when spec is an http(s) URL
+
+
+class TrainingConfig(Strict):
+    """Fine-tuning the student (DESIGN §5): full below 1B parameters, LoRA from 1B up, both through TRL."""
+
+    # "auto": full fine-tuning below lora_from_params, LoRA at or above (LoRA underfits tiny students: measured
+    # on SmolLM2-135M, loss 0.65 vs 0.085 for full fine-tuning).
+    method: Literal["auto", "full", "lora"] = "auto"
+    lora_from_params: int = Field(1_000_000_000, ge=1)
+    lr_full: float = Field(5e-5, gt=0)
+    lr_lora: float = Field(2e-4, gt=0)
+    epochs: int = Field(2, ge=1, le=3)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    optimizer: Literal["adamw_torch"] = "adamw_torch"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Longer examples are truncated (their prompt kept); an example left with no answer tokens is dropped.
+    max_seq_len: int = Field(1024, ge=16)
+    seed: int = 0
+    # Off: the students are small, and recomputation costs ≈ 20% more time on CPU.
+    gradient_checkpointing: bool = False
+    # "auto": bf16 mixed precision on a GPU that supports it, float32 elsewhere (CPU bf16 is slower).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    logging_steps: int = Field(1, ge=1)
+    # Mid-training checkpoints (0 = none) let a killed run resume; each holds the optimizer state (≈ 3× weights).
+    checkpoint_steps: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _targets(self) -> TrainingConfig:
+        if not self.lora_target_modules:
+            raise ValueError("lora_target_modules must name at least one module (e.g. q_proj)")
+        return self
 
 
 class IdentifierConfig(Strict):
@@ -63,10 +152,43 @@ class OrganizerConfig(Strict):
     gate_items_max: int = Field(1000, ge=1)
 
 
+class AdapterConfig(Strict):
+    """How the teacher writes training data (DESIGN §4)."""
+
+    # The five teaching strategies, each on/off.
+    concretization: bool = True
+    decomposition: bool = True
+    cognitive_load: bool = True
+    fixed_format: bool = True
+    plain_language: bool = True
+    # How a verified teacher solution is shown to the student. "auto" lets the calibration pilot choose
+    # per module among `candidates`: measured here, bare answers taught SmolLM2-135M at least as well as steps.
+    representation: Literal["auto", "bare", "short", "steps"] = "auto"
+    candidates: list[Literal["bare", "short", "steps"]] = ["bare", "steps"]
+    samples_per_module: int = Field(48, ge=1)
+    pilot_samples_per_module: int = Field(12, ge=1)
+    pilot_eval_items: int = Field(20, ge=1)
+    max_attempts: int = Field(2, ge=1)
+    teacher_max_tokens: int = Field(384, ge=16)
+    dedup_threshold: float = Field(0.9, gt=0, le=1)
+    decontam_ngram: int = Field(8, ge=1)
+
+
 class DomainConfig(Strict):
     name: str = "arithmetic"
     data_path: Path | None = None
+    # Teach only these modules (all of the domain's when empty); prerequisites outside count as given.
+    modules: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluationConfig(Strict):
+    """Held-out measurement: items the student never saw in probes, gates or training."""
+
+    benchmark_items_per_module: int = Field(50, ge=1)
+    # Student answers are short once it has learned the format; an untrained student may ramble.
+    student_max_tokens: int = Field(160, ge=8)
+    batch_size: int = Field(16, ge=1)
 
 
 class RunConfig(Strict):
@@ -80,6 +202,10 @@ class RunConfig(Strict):
     domain: DomainConfig = DomainConfig()
     identifier: IdentifierConfig = IdentifierConfig()
     organizer: OrganizerConfig = OrganizerConfig()
+    training: TrainingConfig = TrainingConfig()
+    adapter: AdapterConfig = AdapterConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    accounting: AccountingConfig = AccountingConfig()
 
     @property
     def run_dir(self) -> Path:

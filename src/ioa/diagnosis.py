@@ -9,9 +9,10 @@ from typing import Any
 
 from ioa.config import RunConfig
 from ioa.domains import get_domain
-from ioa.domains.base import Domain, Item
+from ioa.domains.base import Domain, Item, Module
+from ioa.errors import ConfigError
 from ioa.graph import Edge
-from ioa.identifier import ModuleScore, build_graph, diagnose_scores
+from ioa.identifier import ModuleScore, build_graph, diagnose_scores, mastered_by_ratio
 from ioa.models.base import ChatModel, SamplingParams
 from ioa.models.cache import CallCache
 from ioa.models.resolve import load_cached
@@ -37,15 +38,28 @@ class Diagnosis:
         return [s.module for s in self.scores if s.target]
 
 
-def probe_items(domain: Domain, n: int, seed: int, split: str = "probe") -> list[Item]:
-    items: list[Item] = []
-    for module in domain.modules():
-        items.extend(domain.items(module.id, n, seed, split=split))  # type: ignore[arg-type]
-    return items
+def selected_modules(domain: Domain, wanted: list[str]) -> list[Module]:
+    """The domain's modules, or the configured subset of them (unknown ids are a config error)."""
+    modules = domain.modules()
+    if not wanted:
+        return modules
+    known = {m.id for m in modules}
+    if unknown := [w for w in wanted if w not in known]:
+        raise ConfigError(
+            f"domain.modules names unknown module(s) {', '.join(unknown)} of domain {domain.name}",
+            f"choose from: {', '.join(sorted(known))}",
+        )
+    return [m for m in modules if m.id in wanted]
 
 
-def declared_edges(domain: Domain) -> list[Edge]:
-    return [Edge(p, m.id, "declared") for m in domain.modules() for p in m.prerequisites]
+def probe_items(domain: Domain, modules: list[Module], n: int, seed: int) -> list[Item]:
+    return [item for module in modules for item in domain.items(module.id, n, seed, split="probe")]
+
+
+def declared_edges(modules: list[Module]) -> list[Edge]:
+    """Declared prerequisites among the selected modules; one outside the selection counts as given."""
+    ids = {m.id for m in modules}
+    return [Edge(p, m.id, "declared") for m in modules for p in m.prerequisites if p in ids]
 
 
 def diagnose(
@@ -69,7 +83,8 @@ def diagnose(
     if run.is_done("diagnose", digest) and (out / "scores.json").exists():
         return load_diagnosis(run)
 
-    items = probe_items(domain, icfg.probes_per_module, config.seed)
+    modules = selected_modules(domain, config.domain.modules)
+    items = probe_items(domain, modules, icfg.probes_per_module, config.seed)
     rows: list[ProbeRow] = []
     for role, model, max_tokens in (
         ("teacher", teacher, config.teacher.max_tokens),
@@ -80,21 +95,21 @@ def diagnose(
 
     teacher_acc = accuracy_by_module([r for r in rows if r.role == "teacher"])
     student_acc = accuracy_by_module([r for r in rows if r.role == "student"])
-    modules = [m.id for m in domain.modules()]
-    edges = build_graph(modules, declared=declared_edges(domain), proposed=[], measured=[])
-    scores = diagnose_scores(teacher_acc, student_acc, edges, icfg)
+    ids = [m.id for m in modules]
+    edges = build_graph(ids, declared=declared_edges(modules), proposed=[], measured=[])
+    scores = diagnose_scores(teacher_acc, student_acc, edges, icfg, mastered_by_ratio(config.organizer.tau_mastery))
 
     write_jsonl(out / "probes.jsonl", rows)
     write_json(out / "scores.json", {"domain": domain.name, "teacher": teacher.name, "student": student.name,
                                      "probe_prompt": domain.messages(items[0])[0]["content"] if items else "",
                                      "scores": [s.to_dict() for s in scores]})
-    write_json(out / "graph.json", {"nodes": modules, "edges": [_edge_dict(e) for e in edges]})
+    write_json(out / "graph.json", {"nodes": ids, "edges": [edge_dict(e) for e in edges]})
     run.mark_done("diagnose", digest, targets=[s.module for s in scores if s.target])
     run.event("diagnosed", targets=[s.module for s in scores if s.target])
     return Diagnosis(scores, edges, rows)
 
 
-def _edge_dict(edge: Edge) -> dict[str, Any]:
+def edge_dict(edge: Edge) -> dict[str, Any]:
     return {"prereq": edge.prereq, "module": edge.module, "source": edge.source, "strength": edge.strength}
 
 

@@ -8,6 +8,7 @@ skips it, and a changed input reruns it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,6 +58,10 @@ def _jsonable(obj: Any) -> Any:
         return str(obj)
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
+    if hasattr(obj, "model_dump"):  # pydantic configs
+        return obj.model_dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
     if isinstance(obj, set | frozenset):
         return sorted(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

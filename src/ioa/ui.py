@@ -56,3 +56,48 @@ def scores_table(scores: list[ModuleScore], title: str = "Diagnosis") -> Table:
             (s.reason or "yes") if s.target else "",
         )
     return table
+
+
+class RichReporter:
+    """The loop's Reporter on a rich console: one progress bar per phase, messages above them."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def bar(self, description: str, total: int) -> Callable[[int], None]:
+        task = self.progress.add_task(description, total=max(total, 1))
+        return lambda n: self.progress.advance(task, n)
+
+    def info(self, message: str) -> None:
+        self.progress.console.print(f"[cyan]•[/] {message}", highlight=False)
+
+
+@contextmanager
+def reporter() -> Iterator[RichReporter]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        yield RichReporter(progress)
+
+
+def comparison_table(comparisons: list, targets: list[str], title: str) -> Table:  # list[Comparison]
+    table = Table(title=title)
+    for name in ("module", "target", "before [95% CI]", "after [95% CI]", "Δ [95% CI]", "n"):
+        table.add_column(name, justify="left" if name in ("module", "target") else "right")
+    for c in comparisons:
+        b_lo, b_hi = c.before.interval
+        a_lo, a_hi = c.after.interval
+        d_lo, d_hi = c.delta_interval
+        table.add_row(
+            c.module,
+            "yes" if c.module in targets or c.module.startswith("targeted") else "",
+            f"{_pct(c.before.value)} [{_pct(b_lo)}, {_pct(b_hi)}]",
+            f"{_pct(c.after.value)} [{_pct(a_lo)}, {_pct(a_hi)}]",
+            f"{100 * c.delta:+5.1f} [{100 * d_lo:+.1f}, {100 * d_hi:+.1f}]",
+            str(c.after.n),
+        )
+    return table

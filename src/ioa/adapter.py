@@ -1,0 +1,243 @@
+"""Knowledge Adapter (DESIGN §4): the teacher writes solutions pitched at the student's level.
+
+Flow per module: teaching prompt (five strategies) → structured JSON reply → validate (repair or retry,
+count every drop) → verify against the domain's checker → dedup → decontaminate → render in the chosen
+representation → sample with full lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from ioa.config import AdapterConfig
+from ioa.dedup import Decontaminator, near_duplicates
+from ioa.domains.base import Domain, Item, Module
+from ioa.models.base import ChatModel, ChatRequest, Message, SamplingParams
+
+Representation = Literal["bare", "short", "steps"]
+
+# One sentence per strategy; the prompt is their composition, so each can be switched off alone.
+STRATEGY_TEXT = {
+    "concretization": "If it helps, tie the idea to a concrete everyday example (apples, coins, minutes) in one line.",
+    "decomposition": "Break the work into small explicit steps: find the facts, relate them, set up, compute, check.",
+    "cognitive_load": "Keep each step tiny: one operation per step, never two at once.",
+    "fixed_format": "Every step is one short line; the final answer is a plain number or fraction, nothing else.",
+    "plain_language": "Use short sentences and common words, with connectors like first, then, so.",
+}
+EASIER_TEXT = "The student is struggling: use even smaller steps and simpler words than usual."
+
+SCHEMA_TEXT = (
+    'Reply with ONE JSON object and nothing else: {"problem": <the problem>, "steps": [<step>, ...], '
+    '"final_answer": <answer>, "check": <one line verifying the answer>}'
+)
+
+
+class TeacherSolution(BaseModel):
+    """The structured reply the teacher must return."""
+
+    problem: str = ""
+    steps: list[str] = Field(min_length=1, max_length=20)
+    final_answer: str
+    check: str = ""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A verified training example with its lineage."""
+
+    item_id: str
+    module: str
+    level: int
+    prompt: list[Message]
+    completion: str
+    representation: str
+    final_answer: str
+    steps: list[str]
+    lineage: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Sample:
+        return cls(**d)  # type: ignore[arg-type]
+
+    def rendered(self, representation: Representation) -> Sample:
+        """The same verified teacher solution shown to the student in another representation."""
+        lineage = {**self.lineage, "representation": representation}
+        completion = render(self.steps, representation, self.final_answer)
+        return replace(self, completion=completion, representation=representation, lineage=lineage)
+
+
+@dataclass
+class SynthesisResult:
+    samples: list[Sample]
+    drops: Counter[str] = field(default_factory=Counter)
+    generated: int = 0
+    teacher_tokens: int = 0
+
+    def merge(self, other: SynthesisResult) -> None:
+        self.samples += other.samples
+        self.drops.update(other.drops)
+        self.generated += other.generated
+        self.teacher_tokens += other.teacher_tokens
+
+
+def strategies_on(cfg: AdapterConfig) -> list[str]:
+    return [name for name in STRATEGY_TEXT if getattr(cfg, name)]
+
+
+def teaching_messages(module: Module, item: Item, cfg: AdapterConfig, easier: int = 0) -> list[Message]:
+    """The teacher's prompt: role, strategies, schema, then the problem."""
+    parts = [
+        f"You are a patient teacher writing a worked solution for a weak student learning: {module.title}.",
+        *(STRATEGY_TEXT[s] for s in strategies_on(cfg)),
+        *([EASIER_TEXT] if easier > 0 else []),
+        SCHEMA_TEXT,
+    ]
+    return [{"role": "system", "content": "\n".join(parts)}, {"role": "user", "content": item.prompt}]
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+class InvalidReply(ValueError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_solution(text: str) -> TeacherSolution:
+    """Validate a teacher reply, repairing the usual damage (code fences, prose around JSON, trailing commas)."""
+    fenced = _FENCE.search(text)
+    body = fenced.group(1) if fenced else text
+    start, end = body.find("{"), body.rfind("}")
+    if start < 0 or end <= start:
+        raise InvalidReply("no_json")
+    raw = _TRAILING_COMMA.sub(r"\1", body[start : end + 1])
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        raise InvalidReply("invalid_json") from None
+    if isinstance(data, dict):
+        if isinstance(data.get("steps"), str):
+            data["steps"] = [s for s in data["steps"].splitlines() if s.strip()]
+        if isinstance(data.get("steps"), list):
+            data["steps"] = [" ".join(map(str, s.values())) if isinstance(s, dict) else str(s) for s in data["steps"]]
+        for key in ("final_answer", "problem", "check"):
+            if key in data and not isinstance(data[key], str):
+                data[key] = json.dumps(data[key]) if isinstance(data[key], list | dict) else str(data[key])
+    try:
+        return TeacherSolution.model_validate(data)
+    except ValidationError:
+        raise InvalidReply("schema") from None
+
+
+_EQUATION = re.compile(r"[\d)]\s*[-+×x*/÷]\s*[\d(].*=")
+
+
+def render(steps: Sequence[str], representation: Representation, answer: str) -> str:
+    """What the student is trained to say. The final line is always `#### answer` (fixed format)."""
+    final = f"#### {answer}"
+    if representation == "bare":
+        return final
+    steps = [s.strip() for s in steps if s.strip()]
+    if representation == "short":
+        steps = [s for s in steps if _EQUATION.search(s)][-3:] or steps[-1:]
+    return "\n".join([*steps, final])
+
+
+def prompt_hash(messages: Sequence[Message]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def synthesise_module(
+    teacher: ChatModel,
+    domain: Domain,
+    module: Module,
+    items: Sequence[Item],
+    cfg: AdapterConfig,
+    representation: Representation,
+    decontaminator: Decontaminator,
+    lineage: dict[str, object],
+    easier: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> SynthesisResult:
+    """Teacher solutions for `items` (whose answers the domain knows), verified, deduplicated, clean."""
+    result = SynthesisResult(samples=[])
+    pending = list(items)
+    verified: list[tuple[Item, TeacherSolution, str]] = []
+    for attempt in range(cfg.max_attempts):
+        if not pending:
+            break
+        params = SamplingParams(
+            temperature=0.0 if attempt == 0 else 0.7, max_tokens=cfg.teacher_max_tokens, seed=attempt
+        )
+        prompts = [teaching_messages(module, item, cfg, easier) for item in pending]
+        replies = teacher.generate([ChatRequest.of(p, params) for p in prompts])
+        retry: list[Item] = []
+        for item, messages, reply in zip(pending, prompts, replies, strict=True):
+            result.generated += 1
+            result.teacher_tokens += reply.prompt_tokens + reply.completion_tokens
+            reason = _verify(domain, item, reply.text)
+            if isinstance(reason, TeacherSolution):
+                verified.append((item, reason, prompt_hash(messages)))
+            else:
+                result.drops[reason] += 1
+                retry.append(item)
+        if on_progress:
+            on_progress(len(pending) - len(retry))
+        pending = retry
+    if on_progress and pending:
+        on_progress(len(pending))
+
+    for idx in sorted(near_duplicates([i.prompt for i, _, _ in verified], cfg.dedup_threshold), reverse=True):
+        verified.pop(idx)
+        result.drops["near_duplicate"] += 1
+    for item, solution, phash in verified:
+        if decontaminator.contaminated(item.prompt):
+            result.drops["contaminated"] += 1
+            continue
+        result.samples.append(
+            Sample(
+                item_id=item.id,
+                module=module.id,
+                level=item.level,
+                prompt=domain.messages(item),
+                completion=render(solution.steps, representation, item.answer),
+                representation=representation,
+                final_answer=item.answer,
+                steps=solution.steps,
+                lineage={
+                    **lineage,
+                    "module": module.id,
+                    "difficulty": item.level,
+                    "strategies": strategies_on(cfg) + (["easier"] if easier else []),
+                    "representation": representation,
+                    "teacher": teacher.name,
+                    "prompt_hash": phash,
+                    "verification": "domain_checker",
+                },
+            )
+        )
+    return result
+
+
+def _verify(domain: Domain, item: Item, text: str) -> TeacherSolution | str:
+    """The parsed solution if valid and correct, else the drop reason."""
+    try:
+        solution = parse_solution(text)
+    except InvalidReply as exc:
+        return exc.reason
+    if not domain.check(item, f"#### {solution.final_answer}"):
+        return "wrong_answer"
+    return solution

@@ -1,0 +1,56 @@
+"""Near-duplicate removal and n-gram decontamination of synthetic data (DESIGN §4)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+_WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[^\sa-z\d]")
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased words, numbers and single symbols: `12+7` and `12 + 7` tokenise alike."""
+    return _WORD.findall(text.lower())
+
+
+def ngrams(toks: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    if len(toks) < n:
+        return {tuple(toks)} if toks else set()
+    return {tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)}
+
+
+def jaccard(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def near_duplicates(texts: Sequence[str], threshold: float, n: int = 3) -> list[int]:
+    """Indices of texts whose word n-gram Jaccard similarity with an earlier kept text is ≥ threshold."""
+    kept: list[set[tuple[str, ...]]] = []
+    exact: set[tuple[str, ...]] = set()
+    dropped: list[int] = []
+    for i, text in enumerate(texts):
+        toks = tokens(text)
+        grams = ngrams(toks, n)
+        if tuple(toks) in exact or any(jaccard(grams, k) >= threshold for k in kept):
+            dropped.append(i)
+            continue
+        exact.add(tuple(toks))
+        kept.append(grams)
+    return dropped
+
+
+class Decontaminator:
+    """Flags texts that share an n-gram with any protected text (probes, gate items, benchmarks).
+
+    Texts shorter than n tokens (e.g. `What is 7 + 8?`) are compared whole, so a short training
+    problem is contaminated only if it is the same problem.
+    """
+
+    def __init__(self, protected: Iterable[str], n: int) -> None:
+        self.n = n
+        self._grams: set[tuple[str, ...]] = set()
+        for text in protected:
+            self._grams |= ngrams(tokens(text), n)
+
+    def contaminated(self, text: str) -> bool:
+        return not self._grams.isdisjoint(ngrams(tokens(text), self.n))

@@ -1,0 +1,541 @@
+"""`ioa run`: the IOA loop (DESIGN §5), resumable at every step.
+
+    diagnose → plan stages
+    for each stage:
+        synthesise adapted data (+ replay, + bridge) → fine-tune S → gate
+        while the gate fails and rounds < R_max: remedial data → fine-tune → gate
+        bridging data; forgetting guard; snapshot; re-estimate the graph; re-plan the remaining stages
+    final evaluation on held-out items → report
+
+Every step writes its outputs atomically before `curriculum.json` records it as done, and every model
+call is cached, so a rerun after a crash repeats no teacher call and no finished training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ioa.adapter import Representation, Sample, SynthesisResult
+from ioa.config import RunConfig, dump_config
+from ioa.dedup import Decontaminator
+from ioa.diagnosis import Diagnosis, diagnose, edge_dict, probe_items, selected_modules
+from ioa.domains import get_domain
+from ioa.domains.base import Domain, Module
+from ioa.evaluation import Comparison, fresh_items, load_student_model, pooled, score
+from ioa.graph import Edge
+from ioa.identifier import build_graph, gap, measured_edges
+from ioa.models.cache import CachedModel, CallCache
+from ioa.models.resolve import load_cached
+from ioa.organizer import (
+    TERMINAL,
+    Action,
+    GateResult,
+    Stage,
+    StageState,
+    bridging_plan,
+    forgetting_check,
+    gate_item_count,
+    mastery_gate,
+    next_action,
+    plan_stages,
+    record,
+    remediation_plan,
+    replan,
+    replay_plan,
+    start_level,
+)
+from ioa.probing import accuracy_by_level
+from ioa.rundir import RunDir, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from ioa.stats import Proportion
+from ioa.teaching import DataRequest, as_examples, derived_seed, synthesise
+from ioa.training import train
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """How the loop tells a person what it is doing (the CLI shows it with rich)."""
+
+    def bar(self, description: str, total: int) -> Callable[[int], None]: ...
+
+    def info(self, message: str) -> None: ...
+
+
+class QuietReporter:
+    def bar(self, description: str, total: int) -> Callable[[int], None]:
+        return lambda n: None
+
+    def info(self, message: str) -> None:
+        log.info(message)
+
+
+# ------------------------------------------------------------------------------------------ the plan
+
+
+@dataclass
+class Curriculum:
+    """The loop's memory (curriculum.json): stages, their life-cycle states and what each produced."""
+
+    stages: list[Stage]
+    states: dict[int, StageState] = field(default_factory=dict)
+    student: str = ""  # HF directory of the current student
+    levels: dict[str, int] = field(default_factory=dict)  # ladder entry level per module
+    representation: dict[str, dict[str, Any]] = field(default_factory=dict)  # calibration choice per module
+    snapshots: list[dict[str, list[int]]] = field(default_factory=list)  # module -> [correct, n]
+    mastered: list[str] = field(default_factory=list)
+    pending_replay: dict[str, int] = field(default_factory=dict)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    stopped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stages": [s.to_dict() for s in self.stages],
+            "states": {str(i): s.to_dict() for i, s in self.states.items()},
+            "student": self.student,
+            "levels": self.levels,
+            "representation": self.representation,
+            "snapshots": self.snapshots,
+            "mastered": self.mastered,
+            "pending_replay": self.pending_replay,
+            "edges": self.edges,
+            "stopped": self.stopped,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Curriculum:
+        return cls(
+            stages=[Stage.from_dict(s) for s in d["stages"]],
+            states={int(i): StageState.from_dict(s) for i, s in d["states"].items()},
+            **{k: d[k] for k in ("student", "levels", "representation", "snapshots", "mastered",
+                                 "pending_replay", "edges", "stopped")},
+        )
+
+    def next_stage(self) -> Stage | None:
+        if self.stopped:
+            return None
+        for stage in self.stages:
+            state = self.states.get(stage.index)
+            if state is None or next_action(state) not in TERMINAL:
+                return stage
+        return None
+
+
+def _proportions(snapshot: dict[str, list[int]]) -> dict[str, Proportion]:
+    return {m: Proportion(c, n) for m, (c, n) in snapshot.items()}
+
+
+def _snapshot_dict(acc: dict[str, Proportion]) -> dict[str, list[int]]:
+    return {m: [p.correct, p.n] for m, p in acc.items()}
+
+
+# --------------------------------------------------------------------------------------- the teacher
+
+
+@dataclass
+class Loop:
+    """One run: its config, directory, domain, teacher, and the curriculum being carried out."""
+
+    config: RunConfig
+    run: RunDir
+    domain: Domain
+    modules: dict[str, Module]
+    teacher: CachedModel
+    cache: CallCache
+    diagnosis: Diagnosis
+    curriculum: Curriculum
+    reporter: Reporter
+    decontaminator: Decontaminator
+
+    @property
+    def teacher_acc(self) -> dict[str, Proportion]:
+        return {s.module: s.teacher for s in self.diagnosis.scores}
+
+    def save(self) -> None:
+        write_json(self.run / "curriculum.json", self.curriculum.to_dict())
+
+    def stage_dir(self, stage: Stage) -> Path:
+        return self.run / f"stages/{stage.index + 1:02d}"
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def evaluate(self, student_dir: str, modules: Sequence[str], n: int, seed: int, split: str,
+                 label: str) -> dict[str, Proportion]:
+        model = load_student_model(Path(student_dir), self.cache)
+        model.model.batch_size = self.config.evaluation.batch_size  # type: ignore[attr-defined]
+        items = fresh_items(self.domain, modules, n, seed, split)  # type: ignore[arg-type]
+        acc, _ = score(model, self.domain, items, self.config.evaluation.student_max_tokens,
+                       on_progress=self.reporter.bar(label, len(items)))
+        return acc
+
+    def snapshot(self, label: str) -> dict[str, Proportion]:
+        """One evaluation of S on every module's probe items (the Eq. 3 population)."""
+        cfg = self.config
+        acc = self.evaluate(self.curriculum.student, list(self.modules), cfg.identifier.probes_per_module,
+                            cfg.seed, "probe", f"snapshot: {label}")
+        self.curriculum.snapshots.append(_snapshot_dict(acc))
+        return acc
+
+    # -- data ------------------------------------------------------------------------------------------
+    def write_data(self, requests: Sequence[DataRequest], path: Path, seed: int, lineage: dict[str, Any],
+                   label: str) -> list[Sample]:
+        """Synthesise (cached teacher calls), then write data + accounting atomically."""
+        total = sum(r.count for r in requests)
+        result = synthesise(self.teacher, self.domain, self.modules, requests, self.config.adapter,
+                            self.decontaminator, seed, {"run": self.config.name, **lineage},
+                            on_progress=self.reporter.bar(label, total))
+        write_jsonl(path, result.samples)
+        write_json(path.with_suffix(".accounting.json"), _accounting(result, requests))
+        self.run.event("synthesised", file=str(path.relative_to(self.run.path)), kept=len(result.samples),
+                       generated=result.generated, drops=dict(result.drops), teacher_tokens=result.teacher_tokens)
+        return result.samples
+
+    def train_on(self, samples: Sequence[Sample], out: Path, label: str) -> str:
+        if not samples:
+            self.reporter.info(f"{label}: no verified samples, nothing to train")
+            self.run.event("empty_training_set", at=str(out.relative_to(self.run.path)))
+            return self.curriculum.student
+        bar = self.reporter.bar(label, 1)
+        result = train(self.curriculum.student, as_examples(samples), out, self.config.training)
+        bar(1)
+        self.run.event("trained", at=str(out.relative_to(self.run.path)), examples=len(samples),
+                       final_loss=result.final_loss, seconds=result.seconds, reused=result.reused)
+        return str(out)
+
+
+def _accounting(result: SynthesisResult, requests: Sequence[DataRequest]) -> dict[str, Any]:
+    per_module: dict[str, dict[str, int]] = {}
+    for r in requests:
+        per_module.setdefault(r.module, {"requested": 0, "kept": 0})["requested"] += r.count
+    for s in result.samples:
+        per_module.setdefault(s.module, {"requested": 0, "kept": 0})["kept"] += 1
+    return {"generated": result.generated, "kept": len(result.samples), "drops": dict(result.drops),
+            "teacher_tokens": result.teacher_tokens, "modules": per_module}
+
+
+def _load_samples(path: Path) -> list[Sample]:
+    return [Sample.from_dict(d) for d in read_jsonl(path)] if path.exists() else []
+
+
+# -------------------------------------------------------------------------------------- set-up
+
+
+def open_loop(config: RunConfig, reporter: Reporter) -> Loop:
+    run = RunDir(config.run_dir)
+    atomic_write_text(run / "config.yaml", dump_config(config))
+    domain = get_domain(config.domain)
+    modules = {m.id: m for m in selected_modules(domain, config.domain.modules)}
+    cache = CallCache(run.cache_path)
+    teacher = load_cached(config.teacher.spec, cache, config.teacher.n_ctx)
+    diagnosis = diagnose(config, run, progress=reporter.bar, teacher=teacher)
+    # Training data must not overlap what measures the student: the probes and the final benchmark items.
+    # (Gate items come from their own split, which the domain keeps disjoint from training.)
+    protected = probe_items(domain, list(modules.values()), config.identifier.probes_per_module, config.seed)
+    protected += fresh_items(domain, list(modules), config.evaluation.benchmark_items_per_module,
+                             derived_seed(config.seed, "benchmark"), "benchmark")
+    decontaminator = Decontaminator([i.prompt for i in protected], config.adapter.decontam_ngram)
+    path = run / "curriculum.json"
+    if path.exists():
+        curriculum = Curriculum.from_dict(read_json(path))
+    else:
+        curriculum = new_curriculum(config, run, diagnosis, domain)
+    return Loop(config, run, domain, modules, teacher, cache, diagnosis, curriculum, reporter, decontaminator)
+
+
+def new_curriculum(config: RunConfig, run: RunDir, diagnosis: Diagnosis, domain: Domain) -> Curriculum:
+    gaps = {s.module: s.gap for s in diagnosis.scores}
+    stages = plan_stages(diagnosis.targets, diagnosis.edges, gaps, config.organizer.tau_zpd)
+    student = ensure_base_student(config, run)
+    levels = {}
+    for module in diagnosis.targets:
+        by_level = accuracy_by_level([r for r in diagnosis.rows if r.role == "student"], module)
+        levels[module] = start_level(by_level, domain.levels, config.organizer.tau_level, config.organizer.level_mode)
+    curriculum = Curriculum(stages=stages, student=student, levels=levels,
+                            edges=[edge_dict(e) for e in diagnosis.edges])
+    return curriculum
+
+
+def ensure_base_student(config: RunConfig, run: RunDir) -> str:
+    """The initial student in Hugging Face format (the weights training starts from and 'before' uses)."""
+    from ioa.training import load_student, save_model
+
+    base = run / "student_base"
+    if (base / "config.json").exists():
+        return str(base)
+    spec = config.student.spec
+    if Path(spec).is_dir() and (Path(spec) / "config.json").exists():
+        return spec
+    model, tokenizer = load_student(spec)
+    tmp = run / "student_base.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tokenizer, tmp)
+    os.replace(tmp, base)
+    return str(base)
+
+
+# -------------------------------------------------------------------------------------- the stage
+
+
+def stage_requests(loop: Loop, stage: Stage, per_module: int) -> list[DataRequest]:
+    return [
+        DataRequest(m, per_module, loop.curriculum.levels.get(m, 1), _representation(loop, m))
+        for m in stage.modules
+    ]
+
+
+def _representation(loop: Loop, module: str) -> Representation:
+    chosen = loop.config.adapter.representation
+    if chosen != "auto":
+        return chosen
+    return loop.curriculum.representation.get(module, {}).get("choice", loop.config.adapter.candidates[0])
+
+
+def calibrate(loop: Loop, stage: Stage) -> list[Sample]:
+    """The calibration pilot (DESIGN §4): the same verified teacher solutions, shown in each candidate
+    representation, a short training each, and the held-out gain decides per module."""
+    cfg = loop.config.adapter
+    todo = [m for m in stage.modules if m not in loop.curriculum.representation]
+    if cfg.representation != "auto" or not todo or len(cfg.candidates) < 2:
+        return []
+    sdir = loop.stage_dir(stage) / "pilot"
+    requests = [DataRequest(m, cfg.pilot_samples_per_module, loop.curriculum.levels.get(m, 1), "steps")
+                for m in todo]
+    seed = derived_seed(loop.config.seed, "pilot", stage.index)
+    path = sdir / "data.jsonl"
+    samples = _load_samples(path) if path.exists() else loop.write_data(
+        requests, path, seed, {"stage": stage.index + 1, "purpose": "pilot"}, f"stage {stage.index + 1}: pilot data")
+    scores: dict[str, dict[str, float]] = {m: {} for m in todo}
+    for rep in cfg.candidates:
+        student = loop.train_on([s.rendered(rep) for s in samples], sdir / rep,
+                                f"stage {stage.index + 1}: pilot training ({rep})")
+        acc = loop.evaluate(student, todo, cfg.pilot_eval_items, derived_seed(seed, "eval"), "gate",
+                            f"stage {stage.index + 1}: pilot eval ({rep})")
+        for m in todo:
+            scores[m][rep] = acc[m].value
+    for m in todo:
+        # Ties go to the earlier candidate (cheaper for the student to learn and to generate).
+        best = max(cfg.candidates, key=lambda r: (scores[m][r], -cfg.candidates.index(r)))
+        loop.curriculum.representation[m] = {
+            "choice": best, "pilot_accuracy": scores[m], "n": cfg.pilot_eval_items,
+            "why": f"highest held-out accuracy after a pilot of {cfg.pilot_samples_per_module} samples",
+        }
+    loop.run.event("calibrated", stage=stage.index + 1, choices={m: loop.curriculum.representation[m] for m in todo})
+    return samples
+
+
+def step_synthesise(loop: Loop, stage: Stage, state: StageState) -> None:
+    sdir = loop.stage_dir(stage)
+    pilot = calibrate(loop, stage)
+    cfg = loop.config.adapter
+    per_module = max(0, cfg.samples_per_module - cfg.pilot_samples_per_module) if pilot else cfg.samples_per_module
+    seed = derived_seed(loop.config.seed, "stage", stage.index)
+    samples = loop.write_data(stage_requests(loop, stage, per_module), sdir / "data.main.jsonl", seed,
+                              {"stage": stage.index + 1, "purpose": "stage"}, f"stage {stage.index + 1}: synthesis")
+    # Pilot solutions are verified teacher data too: reuse them in the chosen representation.
+    samples += [s.rendered(_representation(loop, s.module)) for s in pilot]
+    samples += _replay_samples(loop)
+    samples += _load_samples(loop.run / f"stages/{stage.index:02d}/bridge.jsonl") if stage.index else []
+    write_jsonl(sdir / "data.jsonl", samples)
+
+
+def _replay_samples(loop: Loop) -> list[Sample]:
+    """A share of each fallen module's earlier data (forgetting guard)."""
+    out: list[Sample] = []
+    for module, n in loop.curriculum.pending_replay.items():
+        earlier = [s for p in sorted((loop.run / "stages").glob("*/data.jsonl")) for s in _load_samples(p)
+                   if s.module == module and s.lineage.get("purpose") != "replay"]
+        for s in earlier[:n]:
+            out.append(Sample(**{**s.to_dict(), "lineage": {**s.lineage, "purpose": "replay"}}))
+    return out
+
+
+def training_data(loop: Loop, stage: Stage, state: StageState) -> tuple[list[Sample], Path]:
+    sdir = loop.stage_dir(stage)
+    if state.rounds == 0:
+        return _load_samples(sdir / "data.jsonl"), sdir / "student"
+    return _load_samples(sdir / f"remedial-{state.rounds}.jsonl"), sdir / f"student-r{state.rounds}"
+
+
+def step_gate(loop: Loop, stage: Stage, state: StageState) -> GateResult:
+    org = loop.config.organizer
+    n = gate_item_count(org)
+    seed = derived_seed(loop.config.seed, "gate", stage.index, state.rounds)
+    acc = loop.evaluate(loop.curriculum.student, stage.modules, n, seed, "gate",
+                        f"stage {stage.index + 1}: gate (round {state.rounds})")
+    gate = mastery_gate(acc, loop.teacher_acc, org.tau_mastery, org.gate_mode, modules=stage.modules)
+    loop.run.event("gate", stage=stage.index + 1, round=state.rounds, passed=gate.passed,
+                   accuracy={m: [p.correct, p.n] for m, p in acc.items()}, gate=gate.to_dict())
+    verdict = "passed" if gate.passed else f"failed on {', '.join(gate.failed_modules)}"
+    loop.reporter.info(f"stage {stage.index + 1} gate (round {state.rounds}): {verdict}; "
+                       + ", ".join(f"{m} {acc[m].correct}/{acc[m].n}" for m in stage.modules))
+    return gate
+
+
+def step_remediate(loop: Loop, stage: Stage, state: StageState) -> None:
+    samples_given = {m: loop.config.adapter.samples_per_module for m in stage.modules}
+    plan = remediation_plan(state, samples_given, loop.config.organizer.remediation_fraction,
+                            levels={m: loop.curriculum.levels.get(m, 1) for m in stage.modules})
+    requests = [DataRequest(m, plan.samples[m], plan.levels.get(m, 1), _representation(loop, m),
+                            easier=plan.easier_by) for m in plan.modules]
+    seed = derived_seed(loop.config.seed, "remedial", stage.index, plan.round)
+    loop.write_data(requests, loop.stage_dir(stage) / f"remedial-{plan.round}.jsonl", seed,
+                    {"stage": stage.index + 1, "purpose": "remedial", "round": plan.round},
+                    f"stage {stage.index + 1}: remedial data (round {plan.round})")
+
+
+def step_bridge(loop: Loop, stage: Stage) -> None:
+    following = [s for s in loop.curriculum.stages if s.index > stage.index]
+    if not following:
+        return
+    plan = bridging_plan(stage, following[0], loop.config.adapter.samples_per_module * len(stage.modules),
+                         loop.config.organizer.bridging_fraction, edges=_edges(loop),
+                         levels={m: loop.curriculum.levels.get(m, 1) for m in stage.modules},
+                         max_level=loop.domain.levels)
+    requests = [DataRequest(m, n, plan.levels.get(m, 1), _representation(loop, m)) for m, n in plan.samples.items()]
+    seed = derived_seed(loop.config.seed, "bridge", stage.index)
+    # Written now, trained with the next stage's data (one training instead of two).
+    loop.write_data(requests, loop.stage_dir(stage) / "bridge.jsonl", seed,
+                    {"stage": stage.index + 1, "purpose": "bridge"}, f"stage {stage.index + 1}: bridging data")
+
+
+def _edges(loop: Loop) -> list[Edge]:
+    return [Edge(**e) for e in loop.curriculum.edges]
+
+
+def run_stage(loop: Loop, stage: Stage) -> StageState:
+    cur = loop.curriculum
+    has_next = any(s.index > stage.index for s in cur.stages)
+    state = cur.states.get(stage.index) or StageState.start(stage, loop.config.organizer, has_next)
+    loop.reporter.info(f"stage {stage.index + 1}/{len(cur.stages)}: {', '.join(stage.modules)}")
+    while (action := next_action(state)) not in TERMINAL:
+        gate = None
+        if action is Action.SYNTHESISE:
+            step_synthesise(loop, stage, state)
+        elif action is Action.TRAIN:
+            samples, out = training_data(loop, stage, state)
+            cur.student = loop.train_on(samples, out, f"stage {stage.index + 1}: training ({len(samples)} samples)")
+        elif action is Action.GATE:
+            gate = step_gate(loop, stage, state)
+        elif action is Action.REMEDIATE:
+            step_remediate(loop, stage, state)
+        elif action is Action.BRIDGE:
+            step_bridge(loop, stage)
+        state = record(state, action, gate)
+        cur.states[stage.index] = state
+        loop.save()
+    return state
+
+
+def finish_stage(loop: Loop, stage: Stage, state: StageState) -> None:
+    """Forgetting guard, snapshot, graph re-estimation and re-planning of what is left."""
+    cur, cfg = loop.curriculum, loop.config
+    action = next_action(state)
+    if action is Action.DONE:
+        cur.mastered = sorted({*cur.mastered, *stage.modules})
+    loop.run.event("stage_done", stage=stage.index + 1, outcome=state.outcome)
+    earlier = [m for m in cur.mastered if m not in stage.modules]
+    cur.pending_replay = {}
+    if earlier:
+        n = gate_item_count(cfg.organizer)
+        acc = loop.evaluate(cur.student, earlier, n, derived_seed(cfg.seed, "retention", stage.index), "gate",
+                            f"stage {stage.index + 1}: forgetting guard")
+        fallen = forgetting_check({m: acc[m] for m in earlier}, acc, loop.teacher_acc,
+                                  cfg.organizer.tau_mastery, cfg.organizer.gate_mode)
+        counts = {m: cfg.adapter.samples_per_module for m in fallen}
+        cur.pending_replay = replay_plan(fallen, cfg.adapter.samples_per_module * len(stage.modules),
+                                         cfg.organizer.replay_fraction, counts)
+        loop.run.event("forgetting_guard", stage=stage.index + 1, fallen=fallen, replay=cur.pending_replay)
+    if action is Action.STOP:
+        cur.stopped = True
+    remaining = [s for s in cur.stages if s.index > stage.index]
+    if remaining and not cur.stopped:
+        latest = loop.snapshot(f"after stage {stage.index + 1}")
+        snaps = [_proportions(s) for s in cur.snapshots]
+        measured = measured_edges(snaps, loop.teacher_acc, cfg.identifier)
+        declared = [e for e in loop.diagnosis.edges if e.source == "declared"]
+        edges = build_graph(list(loop.modules), declared=declared, proposed=[], measured=measured)
+        cur.edges = [edge_dict(e) for e in edges]
+        gaps = {m: gap(loop.teacher_acc[m].value, latest[m].value) for m in loop.modules}
+        targets = [m for s in remaining for m in s.modules]
+        done = [m for s in cur.stages if s.index <= stage.index for m in s.modules]
+        cur.stages = [s for s in cur.stages if s.index <= stage.index] + replan(
+            targets, done, edges, gaps, cfg.organizer.tau_zpd, first_index=stage.index + 1)
+        loop.run.event("replanned", stages=[s.to_dict() for s in cur.stages], measured_edges=len(measured))
+    loop.save()
+
+
+# ------------------------------------------------------------------------------------- the whole run
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    comparisons: list[Comparison]
+    targets: list[str]
+    student_dir: Path
+    seconds: float
+    stages: list[dict[str, Any]]
+
+    @property
+    def targeted(self) -> Comparison:
+        before = pooled({c.module: c.before for c in self.comparisons}, self.targets)
+        after = pooled({c.module: c.after for c in self.comparisons}, self.targets)
+        return Comparison("targeted (pooled)", before, after)
+
+
+def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
+    start = time.perf_counter()
+    reporter = reporter or QuietReporter()
+    loop = open_loop(config, reporter)
+    loop.save()
+    if not loop.curriculum.stages:
+        reporter.info("no deficient module: nothing to teach")
+    if not loop.curriculum.snapshots:
+        loop.snapshot("initial")
+        loop.save()
+    while (stage := loop.curriculum.next_stage()) is not None:
+        state = run_stage(loop, stage)
+        finish_stage(loop, stage, state)
+    summary = final_evaluation(loop)
+    summary.seconds = time.perf_counter() - start
+    loop.run.event("run_done", seconds=summary.seconds)
+    return summary
+
+
+def final_evaluation(loop: Loop) -> RunSummary:
+    """Held-out benchmark items (never probed, gated or trained on): base student vs final student."""
+    cfg = loop.config
+    modules = list(loop.modules)
+    n, seed = cfg.evaluation.benchmark_items_per_module, derived_seed(cfg.seed, "benchmark")
+    base = str(loop.run / "student_base") if (loop.run / "student_base").exists() else cfg.student.spec
+    before = loop.evaluate(base, modules, n, seed, "benchmark", "final evaluation: student before")
+    after = loop.evaluate(loop.curriculum.student, modules, n, seed, "benchmark", "final evaluation: student after")
+    comparisons = [Comparison(m, before[m], after[m]) for m in modules]
+    final = publish_student(loop)
+    summary = RunSummary(loop.run.path, comparisons, loop.diagnosis.targets, final, 0.0,
+                         [s.to_dict() for s in loop.curriculum.states.values()])
+    write_json(loop.run / "final.json", {
+        "targets": summary.targets, "comparisons": [c.to_dict() for c in comparisons],
+        "targeted": summary.targeted.to_dict(), "student": str(final),
+        "teacher": {m: [p.correct, p.n] for m, p in loop.teacher_acc.items()},
+    })
+    return summary
+
+
+def publish_student(loop: Loop) -> Path:
+    """The final student, merged, in Hugging Face format, with the run's config and metrics beside it."""
+    final = loop.run / "student"
+    source = Path(loop.curriculum.student)
+    tmp = loop.run / "student.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.copyfile(loop.run / "config.yaml", tmp / "ioa_config.yaml")
+    write_json(tmp / "ioa_curriculum.json", loop.curriculum.to_dict())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final

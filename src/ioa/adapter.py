@@ -38,13 +38,18 @@ SCHEMA_TEXT = (
     'Reply with ONE JSON object and nothing else: {"problem": <the problem>, "steps": [<step>, ...], '
     '"final_answer": <answer>, "check": <one line verifying the answer>}'
 )
+# A bare answer needs no worked solution, so the teacher is not asked (nor paid) for one.
+ANSWER_ONLY_TEXT = (
+    "You are a careful teacher preparing answer keys. Work the problem out accurately, then reply with ONE "
+    'JSON object and nothing else: {"final_answer": <the answer as a plain number or fraction>}'
+)
 
 
 class TeacherSolution(BaseModel):
-    """The structured reply the teacher must return."""
+    """The structured reply the teacher must return (steps may be empty only for an answer key)."""
 
     problem: str = ""
-    steps: list[str] = Field(min_length=1, max_length=20)
+    steps: list[str] = Field(default_factory=list, max_length=20)
     final_answer: str
     check: str = ""
 
@@ -95,8 +100,12 @@ def strategies_on(cfg: AdapterConfig) -> list[str]:
     return [name for name in STRATEGY_TEXT if getattr(cfg, name)]
 
 
-def teaching_messages(module: Module, item: Item, cfg: AdapterConfig, easier: int = 0) -> list[Message]:
-    """The teacher's prompt: role, strategies, schema, then the problem."""
+def teaching_messages(
+    module: Module, item: Item, cfg: AdapterConfig, easier: int = 0, representation: Representation = "steps"
+) -> list[Message]:
+    """The teacher's prompt: role, strategies, schema, then the problem (answer key only for bare answers)."""
+    if representation == "bare":
+        return [{"role": "system", "content": ANSWER_ONLY_TEXT}, {"role": "user", "content": item.prompt}]
     parts = [
         f"You are a patient teacher writing a worked solution for a weak student learning: {module.title}.",
         *(STRATEGY_TEXT[s] for s in strategies_on(cfg)),
@@ -182,13 +191,13 @@ def synthesise_module(
         params = SamplingParams(
             temperature=0.0 if attempt == 0 else 0.7, max_tokens=cfg.teacher_max_tokens, seed=attempt
         )
-        prompts = [teaching_messages(module, item, cfg, easier) for item in pending]
+        prompts = [teaching_messages(module, item, cfg, easier, representation) for item in pending]
         replies = teacher.generate([ChatRequest.of(p, params) for p in prompts])
         retry: list[Item] = []
         for item, messages, reply in zip(pending, prompts, replies, strict=True):
             result.generated += 1
             result.teacher_tokens += reply.prompt_tokens + reply.completion_tokens
-            reason = _verify(domain, item, reply.text)
+            reason = _verify(domain, item, reply.text, representation)
             if isinstance(reason, TeacherSolution):
                 verified.append((item, reason, prompt_hash(messages)))
             else:
@@ -221,7 +230,7 @@ def synthesise_module(
                     **lineage,
                     "module": module.id,
                     "difficulty": item.level,
-                    "strategies": strategies_on(cfg) + (["easier"] if easier else []),
+                    "strategies": _strategies_used(cfg, representation, easier),
                     "representation": representation,
                     "teacher": teacher.name,
                     "prompt_hash": phash,
@@ -232,7 +241,13 @@ def synthesise_module(
     return result
 
 
-def _verify(domain: Domain, item: Item, text: str) -> TeacherSolution | str:
+def _strategies_used(cfg: AdapterConfig, representation: Representation, easier: int) -> list[str]:
+    if representation == "bare":
+        return []
+    return strategies_on(cfg) + (["easier"] if easier else [])
+
+
+def _verify(domain: Domain, item: Item, text: str, representation: Representation) -> TeacherSolution | str:
     """The parsed solution if valid and correct, else the drop reason."""
     try:
         solution = parse_solution(text)
@@ -240,4 +255,6 @@ def _verify(domain: Domain, item: Item, text: str) -> TeacherSolution | str:
         return exc.reason
     if not domain.check(item, f"#### {solution.final_answer}"):
         return "wrong_answer"
+    if representation != "bare" and not solution.steps:
+        return "schema"
     return solution

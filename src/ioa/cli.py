@@ -153,6 +153,63 @@ def _gate_text(gate: dict[str, Any]) -> str:
     return f"{verdict} {min(ratios, default=0.0):.2f}"
 
 
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Option("--model", help="Embedded name, .gguf, HF directory or URL.")],
+    domain: Annotated[str, typer.Option(help="Domain whose prompt and checker to use.")] = "arithmetic",
+    data: Annotated[Path | None, typer.Option(help="JSONL of {question, answer} to score instead of probes.")] = None,
+    data_path: Annotated[Path | None, typer.Option(help="Domain data directory (e.g. GSM8K).")] = None,
+    split: Annotated[str, typer.Option(help="Domain split to draw items from: probe, gate, benchmark.")] = "benchmark",
+    n: Annotated[int, typer.Option(help="Items per module (domain items only).")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed for the items.")] = 0,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")] = False,
+) -> None:
+    """Score any student or teacher: accuracy with a 95% interval, overall and per module."""
+    import json
+
+    from ioa.config import DomainConfig
+    from ioa.domains import get_domain
+    from ioa.evaluation import fresh_items, items_from_jsonl, score
+    from ioa.models.cache import CallCache
+    from ioa.models.registry import ioa_home
+    from ioa.models.resolve import load_cached
+    from ioa.stats import Proportion
+    from ioa.ui import console, progress_bars
+
+    try:
+        if split not in ("probe", "gate", "benchmark"):
+            raise IoaError(f"unknown split {split!r}", "use probe, gate or benchmark")
+        dom = get_domain(DomainConfig(name=domain, data_path=data_path))
+        items = items_from_jsonl(data) if data else fresh_items(dom, [m.id for m in dom.modules()], n, seed, split)
+        chat = load_cached(model, CallCache(ioa_home() / "eval-cache.sqlite"))
+        if as_json:
+            acc, _ = score(chat, dom, items, max_tokens)
+        else:
+            with progress_bars() as bars:
+                acc, _ = score(chat, dom, items, max_tokens, on_progress=bars(f"scoring {model}", len(items)))
+    except IoaError as exc:
+        raise _fail(exc) from None
+    total = Proportion(sum(p.correct for p in acc.values()), sum(p.n for p in acc.values()))
+
+    def entry(p: Proportion) -> dict[str, Any]:
+        return {"accuracy": p.value, "interval": list(p.interval), "n": p.n, "correct": p.correct}
+
+    result = {"model": model, "domain": domain, **entry(total), "modules": {m: entry(p) for m, p in acc.items()}}
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{model} on {data or domain}")
+    for col in ("module", "accuracy [95% CI]", "n"):
+        table.add_column(col)
+    for m, p in [*acc.items(), ("all", total)]:
+        lo, hi = p.interval
+        table.add_row(m, f"{100 * p.value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", str(p.n))
+    console.print(table)
+
+
 def preset(name: str) -> Path:
     return Path(__file__).parent / "presets" / f"{name}.yaml"
 

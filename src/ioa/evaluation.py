@@ -76,3 +76,30 @@ def newcombe_interval(before: Proportion, after: Proportion) -> tuple[float, flo
 
 def pooled(acc: dict[str, Proportion], modules: Sequence[str]) -> Proportion:
     return Proportion(sum(acc[m].correct for m in modules), sum(acc[m].n for m in modules))
+
+
+def items_from_jsonl(path: Path, question_field: str = "question", answer_field: str = "answer") -> list[Item]:
+    """Items from a JSONL of {question, answer}; a GSM8K-style answer keeps only what follows ####."""
+    import json
+
+    from ioa.errors import DataError
+
+    if not Path(path).exists():
+        raise DataError(f"data file {path} does not exist", "check the --data path")
+    items: list[Item] = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            question, answer = str(row[question_field]), str(row[answer_field])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(
+                f"{path}:{lineno} is not a JSON object with {question_field!r} and {answer_field!r}",
+                "fix or remove that line",
+            ) from None
+        answer = answer.split("####")[-1].strip()
+        items.append(Item(id=f"{Path(path).stem}-{lineno}", module="data", prompt=question, answer=answer))
+    if not items:
+        raise DataError(f"{path} holds no items", "give at least one {question, answer} line")
+    return items

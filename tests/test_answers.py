@@ -63,6 +63,41 @@ REPLIES: list[tuple[str, str | None]] = [
         "4",
     ),
     ("He runs 180 * 3 = 540 meters per week.  He runs 180 * 3 = 540 meters per week.  He runs 180 * 3", "3"),
+    # --- qwen0.5b: with SOLVE_SYSTEM_PROMPT it often answers with the '####' line alone ---------------
+    ("#### 156", "156"),
+    ("#### 1442", "1442"),  # wrong (184 + 598), but that is what it said
+    ("#### 2/3 + 2/3 = 4/3", "4/3"),  # an equation on the '####' line: its last number
+    ("#### 5.4", "5.4"),
+    ("184 + 598 equals 782.", "782"),
+    (
+        "#### 150% Profit\nJosh made a 150% profit by adding the repairs to the original value of the house. The "
+        "original value of the house was $80,000, and after adding the repairs, the value became $80,000 + $50,000 "
+        "= $130,000.",
+        "150",
+    ),
+    (
+        "\\[\n\\frac{6}{8} \\div 2 = \\frac{6 \\div 2}{8 \\div 2} = \\frac{3}{4}\n\\]\n\nTherefore, the value of "
+        "the expression \\( \\frac{1}{2} + \\frac{1}{4} \\) is \\(\\boxed{\\frac{3}{4}}\\).",
+        "3/4",
+    ),
+    (
+        "Step 3: Add the number of bolts of blue fiber and white fiber to get the total number of bolts.\n"
+        "\\[ \\text{Total number of bolts} = 2 + 1 = 3 \\]\n\nThus, the total number of bolts in the robe is "
+        "\\(\\boxed{3}\\).",
+        "3",
+    ),
+    # --- qwen1.5b: steps in LaTeX, then '####' (sometimes inside display math) or \boxed --------------
+    ("12 × 13 = 156\n#### 156", "156"),
+    (
+        "2. **Addition**: Next, we perform the addition.\n   \\[\n   3 + 20 = 23\n   \\]\n\n"
+        "Therefore, the final answer is:\n\\[\n#### 23\n\\]",
+        "23",
+    ),
+    (
+        "4. **Perform the addition**: \\(3 + 20 = 23\\).\n\nSo, the value of the expression \\(3 + 4 \\times 5\\) "
+        "is \\(\\boxed{23}\\).",
+        "23",
+    ),
     # --- design (DESIGN §7) ---------------------------------------------------------------------------
     ("184 + 598 = 782\n#### 184 + 598 = 782", "782"),  # qwen0.5b: the last number of the '####' line
     ("#### #1\n#### #2\n#### #3\n#### #32", "32"),  # smollm2 looping on the format

@@ -112,7 +112,7 @@ def clean_latex(text: str) -> str:
     text = _replace_frac(text)
     text = text.replace("{,}", ",").replace("\\,", "").replace("\\!", "").replace("\\ ", " ")
     text = text.replace("\\$", "$").replace("\\%", "%").replace("\\left", "").replace("\\right", "")
-    text = re.sub(r"\\(?:times|cdot)", " * ", text)
+    text = re.sub(r"\\(?:times|cdot)", " * ", text).replace("\u2212", "-")  # U+2212 is a minus sign
     text = re.sub(r"\^\s*\{?\\circ\}?", "", text)
     text = text.replace("\\(", " ").replace("\\)", " ").replace("\\[", " ").replace("\\]", " ")
     return text
@@ -193,7 +193,7 @@ def extract_answer(text: str) -> str | None:
     stated = list(_ANSWER_IS_RE.finditer(text.replace("**", "")))
     if stated:
         # Only the sentence right after "the answer is": later sentences are explanations.
-        clause = re.split(r"(?<=[^\d])\.(?:\s|$)", stated[-1].group("rest"))[0]
+        clause = re.split(r"\.(?:\s|$)", stated[-1].group("rest"))[0]
         value = _from_clause(clause)
         if value is not None:
             return value

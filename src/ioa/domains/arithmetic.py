@@ -767,6 +767,8 @@ class ArithmeticDomain:
     def generate(self, module: str, level: int, rng: random.Random) -> Problem:
         """One problem (any split): for teachers' examples and tests."""
         self.module(module)
+        if not 1 <= level <= LEVELS:
+            raise DomainError(f"level {level} is out of range", f"use a level from 1 to {LEVELS}")
         return self._generators[module](rng, level)
 
     def _stream(self, module: str, level: int, split: Split, seed: int) -> Iterator[Item]:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +208,7 @@ class GSM8KDomain:
         if n < 0:
             raise DomainError(f"cannot ask for {n} items", "ask for zero or more")
         pool = [r for r in self.pools[split] if r.module == module]
-        streams = {}
+        streams: dict[int, Iterator[Item]] = {}
         for lv in [level] if level else range(1, LEVELS + 1):
             chosen = [r for r in pool if r.level == lv]
             random.Random(f"ioa-gsm8k|{module}|{lv}|{split}|{seed}").shuffle(chosen)

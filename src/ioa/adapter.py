@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -125,26 +125,47 @@ class InvalidReply(ValueError):
         self.reason = reason
 
 
+_SCHEMA_KEYS = frozenset(TeacherSolution.model_fields)
+_DECODER = json.JSONDecoder()
+
+
+def _find_object(text: str) -> dict[str, Any]:
+    """The reply's JSON object: fenced blocks first, then the whole text; the first object that looks like a
+    solution wins, so a ```python block, braces in prose or a second object do not hide it."""
+    broken, other = False, False
+    for body in [*(m.group(1) for m in _FENCE.finditer(text)), text]:
+        body = _TRAILING_COMMA.sub(r"\1", body)
+        pos = body.find("{")
+        while pos >= 0:
+            try:
+                obj, end = _DECODER.raw_decode(body, pos)
+            except json.JSONDecodeError:
+                broken = True
+                pos = body.find("{", pos + 1)
+                continue
+            if isinstance(obj, dict) and _SCHEMA_KEYS & obj.keys():
+                return obj
+            other = True
+            pos = body.find("{", end)  # not into the object just read
+    if broken:
+        raise InvalidReply("invalid_json")
+    if other:
+        raise InvalidReply("schema")  # valid JSON, but not a solution
+    raise InvalidReply("no_json")
+
+
 def parse_solution(text: str) -> TeacherSolution:
     """Validate a teacher reply, repairing the usual damage (code fences, prose around JSON, trailing commas)."""
-    fenced = _FENCE.search(text)
-    body = fenced.group(1) if fenced else text
-    start, end = body.find("{"), body.rfind("}")
-    if start < 0 or end <= start:
-        raise InvalidReply("no_json")
-    raw = _TRAILING_COMMA.sub(r"\1", body[start : end + 1])
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        raise InvalidReply("invalid_json") from None
-    if isinstance(data, dict):
-        if isinstance(data.get("steps"), str):
-            data["steps"] = [s for s in data["steps"].splitlines() if s.strip()]
-        if isinstance(data.get("steps"), list):
-            data["steps"] = [" ".join(map(str, s.values())) if isinstance(s, dict) else str(s) for s in data["steps"]]
-        for key in ("final_answer", "problem", "check"):
-            if key in data and not isinstance(data[key], str):
-                data[key] = json.dumps(data[key]) if isinstance(data[key], list | dict) else str(data[key])
+    data = _find_object(text)
+    if isinstance(data.get("steps"), str):
+        data["steps"] = [s for s in data["steps"].splitlines() if s.strip()]
+    if isinstance(data.get("steps"), list):
+        data["steps"] = [" ".join(map(str, s.values())) if isinstance(s, dict) else str(s) for s in data["steps"]]
+    for key in ("final_answer", "problem", "check"):
+        if data.get(key) is None:
+            data.pop(key, None)  # null is missing: a null final answer must not become the answer "None"
+        elif not isinstance(data[key], str):
+            data[key] = json.dumps(data[key]) if isinstance(data[key], list | dict) else str(data[key])
     try:
         return TeacherSolution.model_validate(data)
     except ValidationError:

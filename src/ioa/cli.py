@@ -17,10 +17,17 @@ models_app = typer.Typer(help="List and install the embedded default models.", i
 app.add_typer(models_app, name="models")
 
 
-def _fail(exc: IoaError) -> typer.Exit:
+def _fail(exc: IoaError | OSError) -> typer.Exit:
+    """Print one `error: problem — fix` line (no traceback) and exit with status 2."""
+    from rich.markup import escape
+
     from ioa.ui import console
 
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    logging.getLogger("ioa").debug("the error's traceback (shown with --verbose)", exc_info=exc)
+    if isinstance(exc, OSError):  # a path that is missing, a folder, unwritable, or a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        exc = IoaError(f"{exc.strerror or exc}{where}", "check that path, its permissions and the free disk space")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -42,8 +49,9 @@ def models_list(ctx: typer.Context) -> None:
     from ioa.ui import console
 
     table = Table(title="Embedded models")
-    for col in ("name", "model", "licence", "size", "installed"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True, min_width=max(map(len, EMBEDDED)))  # what users type: never cut
+    for col in ("model", "licence", "size", "installed"):
+        table.add_column(col, overflow="fold" if col == "installed" else "ellipsis")  # paths fold, never cut
     for m in EMBEDDED.values():
         path = installed_path(m)
         size = f"{(path.stat().st_size if path else m.size_bytes) / 1e6:,.0f} MB"
@@ -65,7 +73,7 @@ def models_install(
             with console.status(f"installing {name}…"):
                 path = install(name, force=force)
             console.print(f"[green]✓[/] {name}: {path} (sha256 verified)")
-    except IoaError as exc:
+    except (IoaError, OSError) as exc:
         raise _fail(exc) from None
 
 
@@ -117,7 +125,7 @@ def diagnose(
             "runs_dir": str(out.parent) if out else None, "name": out.name if out else None,
         })
         _diagnose(config)
-    except IoaError as exc:
+    except (IoaError, OSError) as exc:
         raise _fail(exc) from None
 
 
@@ -143,7 +151,7 @@ def run_command(
     try:
         overrides = {"runs_dir": str(out.parent), "name": out.name} if out else {}
         _run(build_config(config_file, overrides))
-    except IoaError as exc:
+    except (IoaError, OSError) as exc:
         raise _fail(exc) from None
 
 
@@ -188,7 +196,7 @@ def eval_command(
         else:
             with progress_bars() as bars:
                 acc, _ = score(chat, dom, items, max_tokens, on_progress=bars(f"scoring {model}", len(items)))
-    except IoaError as exc:
+    except (IoaError, OSError) as exc:
         raise _fail(exc) from None
     total = Proportion(sum(p.correct for p in acc.values()), sum(p.n for p in acc.values()))
 
@@ -219,7 +227,7 @@ def demo(out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/
     """The embedded default: teacher qwen2.5-coder-1.5b, student smollm2-135m, arithmetic, small preset."""
     try:
         _run(build_config(preset("demo"), {"runs_dir": str(out.parent), "name": out.name}))
-    except IoaError as exc:
+    except (IoaError, OSError) as exc:
         raise _fail(exc) from None
 
 
@@ -234,7 +242,11 @@ def plan(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> N
     path = run_dir / "curriculum.json"
     if not path.exists():
         raise _fail(IoaError(f"{path} does not exist", "run `ioa run CONFIG` (or `ioa demo`) first"))
-    cur = read_json(path)
+    try:
+        cur = read_json(path)
+    except (OSError, ValueError) as exc:  # ValueError: JSON or UTF-8 damage (e.g. edited by hand)
+        fix = "restore it, or rerun `ioa run CONFIG` to rebuild it"
+        raise _fail(IoaError(f"{path} cannot be read ({exc})", fix)) from None
     table = Table(title=f"Curriculum of {run_dir}")
     for col in ("stage", "modules", "difficulty", "ZPD", "state", "gates (min ratio)"):
         table.add_column(col)

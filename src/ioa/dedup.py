@@ -43,14 +43,25 @@ class Decontaminator:
     """Flags texts that share an n-gram with any protected text (probes, gate items, benchmarks).
 
     Texts shorter than n tokens (e.g. `What is 7 + 8?`) are compared whole, so a short training
-    problem is contaminated only if it is the same problem.
+    problem is contaminated only if it is the same problem; a longer text is contaminated by a short
+    protected text only if it contains that text word for word.
     """
 
     def __init__(self, protected: Iterable[str], n: int) -> None:
         self.n = n
         self._grams: set[tuple[str, ...]] = set()
+        self._short: dict[int, set[tuple[str, ...]]] = {}  # protected texts under n tokens, by length
         for text in protected:
-            self._grams |= ngrams(tokens(text), n)
+            toks = tokens(text)
+            if 0 < len(toks) < n:
+                self._short.setdefault(len(toks), set()).add(tuple(toks))
+            else:
+                self._grams |= ngrams(toks, n)
 
     def contaminated(self, text: str) -> bool:
-        return not self._grams.isdisjoint(ngrams(tokens(text), self.n))
+        toks = tokens(text)
+        if not self._grams.isdisjoint(ngrams(toks, self.n)):
+            return True
+        return any(
+            not whole.isdisjoint(ngrams(toks, length)) for length, whole in self._short.items() if length <= len(toks)
+        )

@@ -21,11 +21,22 @@ from typing import Any
 from ioa.errors import IoaError
 
 
+def _umask() -> int:
+    """The process umask (read once: setting it back and forth is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; give the mode open() would give
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -33,8 +44,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        fix = "free disk space or fix permissions, then rerun the same command"
-        raise IoaError(f"could not write {path}: {exc.strerror}", fix) from exc
+        raise _write_error(path, exc) from exc
+
+
+def _write_error(path: Path, exc: OSError) -> IoaError:
+    fix = "free disk space or fix permissions, then rerun the same command"
+    return IoaError(f"could not write {path}: {exc.strerror or exc}", fix)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -46,11 +61,11 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def read_jsonl(path: Path) -> list[Any]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -101,15 +116,24 @@ class RunDir:
 
     # -- events ------------------------------------------------------------------------------------
     def event(self, kind: str, **data: Any) -> None:
-        """Append one event line; a crash can at worst leave a torn last line, which readers skip."""
+        """Append one event line; a crash can at worst leave a torn last line, which readers skip.
+
+        A torn line left by a crash is terminated first, so it cannot swallow the line appended after it.
+        """
         line = json.dumps({"time": time.time(), "event": kind, **data}, default=_jsonable, ensure_ascii=False)
-        with open(self.path / "events.jsonl", "a") as f:
-            f.write(line + "\n")
+        path = self.path / "events.jsonl"
+        try:
+            with open(path, "ab+") as f:  # append mode: every write goes to the end
+                end = f.seek(0, os.SEEK_END)
+                torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"
+                f.write((b"\n" if torn else b"") + line.encode("utf-8") + b"\n")
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
 
     def events(self) -> Iterator[dict[str, Any]]:
         path = self.path / "events.jsonl"
         if not path.exists():
             return
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             with contextlib.suppress(json.JSONDecodeError):
                 yield json.loads(line)

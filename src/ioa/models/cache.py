@@ -10,7 +10,9 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ioa.models.base import ChatModel, ChatRequest, Generation
@@ -25,7 +27,7 @@ CREATE TABLE IF NOT EXISTS calls (
     completion_tokens INTEGER NOT NULL,
     finish_reason TEXT NOT NULL,
     seconds REAL NOT NULL,
-    created REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    created REAL NOT NULL
 )
 """
 
@@ -76,11 +78,12 @@ class CallCache:
             generation.completion_tokens,
             generation.finish_reason,
             generation.seconds,
+            time.time(),  # set here: unixepoch('subsec') needs SQLite >= 3.42 (Debian 12 ships 3.40 → NULL)
         )
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO calls (key, model, request, text, prompt_tokens, completion_tokens,"
-                " finish_reason, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " finish_reason, seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
@@ -96,7 +99,10 @@ class CallCache:
 class CachedModel:
     """Wraps a ChatModel so every call is looked up in, and written to, a CallCache.
 
-    Each fresh reply is stored as soon as its batch returns, before the caller sees it.
+    Each fresh reply is stored before the caller sees it. A backend that declares `supports_on_result`
+    (the HTTP teacher) gets an `on_result(index, generation)` callback and each reply is committed the
+    moment IT completes, so a crash mid-batch loses only the calls in flight; other backends' replies
+    are stored as soon as their batch returns. Identical requests in one batch are generated once.
     """
 
     def __init__(self, model: ChatModel, cache: CallCache) -> None:
@@ -111,14 +117,44 @@ class CachedModel:
         return self.model.fingerprint
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        """Replies in request order: cached ones from the file, the rest from the model (each distinct once).
+
+        A request repeated within the batch is sent once; its copies are marked `cached` (no model call paid
+        for them) and count as hits, so `misses` is the number of calls the model actually answered.
+        """
         keys = [request_key(self.fingerprint, r) for r in requests]
         found = self.cache.get_many(keys)
-        todo = [i for i, k in enumerate(keys) if k not in found]
-        self.hits += len(requests) - len(todo)
-        self.misses += len(todo)
-        if todo:
-            fresh = self.model.generate([requests[i] for i in todo])
-            for i, generation in zip(todo, fresh, strict=True):
-                self.cache.put(keys[i], self.name, requests[i], generation)
-                found[keys[i]] = generation
-        return [found[k] for k in keys]
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if k not in found:
+                first.setdefault(k, i)
+        unique = list(first.values())
+        self.misses += len(unique)
+        self.hits += len(requests) - len(unique)
+        fresh: dict[str, Generation] = {}
+        if unique:
+            batch = [requests[i] for i in unique]
+
+            def store(j: int, generation: Generation) -> None:
+                i = unique[j]
+                if keys[i] not in fresh:
+                    self.cache.put(keys[i], self.name, requests[i], generation)
+                    fresh[keys[i]] = generation
+
+            if getattr(self.model, "supports_on_result", False):
+                replies = self.model.generate(batch, on_result=store)  # type: ignore[call-arg]
+            else:
+                replies = self.model.generate(batch)
+            if len(replies) != len(batch):
+                raise RuntimeError(f"{self.name} answered {len(replies)} of {len(batch)} requests")
+            for j, generation in enumerate(replies):  # replies on_result did not see (or all of them) are stored here
+                store(j, generation)
+        out: list[Generation] = []
+        for i, k in enumerate(keys):
+            if k in found:
+                out.append(found[k])
+            elif first[k] == i:
+                out.append(fresh[k])
+            else:
+                out.append(replace(fresh[k], cached=True))
+        return out

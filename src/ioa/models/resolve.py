@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ioa.errors import ModelNotFoundError
+from ioa.errors import ModelIntegrityError, ModelNotFoundError
 from ioa.models.base import ChatModel
 from ioa.models.cache import CachedModel, CallCache
-from ioa.models.registry import EMBEDDED, embedded, installed_path
+from ioa.models.registry import EMBEDDED, embedded, installed_path, models_dir
 
 
 def resolve_gguf(spec: str) -> tuple[Path, str | None]:
@@ -16,6 +16,12 @@ def resolve_gguf(spec: str) -> tuple[Path, str | None]:
         model = embedded(spec)
         path = installed_path(model)
         if path is None:
+            assembled = models_dir() / model.filename
+            if assembled.exists():  # there, but never verified or changed since: never trusted unverified
+                raise ModelIntegrityError(
+                    f"{assembled} is not verified against the sha256 of {spec} (changed since install?)",
+                    f"run `ioa models install {spec}` to verify it (and fetch it again if it does not match)",
+                )
             raise ModelNotFoundError(
                 f"embedded model {spec!r} is not installed", f"run `ioa models install {spec}`"
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ioa.dedup import Decontaminator, jaccard, near_duplicates, ngrams, tokens
+from ioa.dedup import Decontaminator, near_duplicates, ngrams, rouge_l, tokens
 
 WORD_PROBLEM = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -17,12 +17,16 @@ def test_tokens_ignore_case_and_spacing_around_symbols() -> None:
     assert tokens("Pay $3.50, then 1/2") == ["pay", "$", "3.50", ",", "then", "1", "/", "2"]
 
 
-def test_ngrams_and_jaccard() -> None:
+def test_ngrams_and_rouge_l() -> None:
     assert ngrams(["a", "b", "c", "d"], 3) == {("a", "b", "c"), ("b", "c", "d")}
     assert ngrams(["a", "b"], 3) == {("a", "b")}  # shorter than n: the whole text is its one gram
     assert ngrams([], 3) == set()
-    assert jaccard({("a",)}, {("a",), ("b",)}) == 0.5
-    assert jaccard(set(), set()) == 1.0
+    # LCS of "a b c d" and "a x c d" is "a c d" (3): F1 = 2·3 / (4 + 4) = 0.75
+    assert rouge_l(list("abcd"), list("axcd")) == 0.75
+    # LCS of "a b c" and "c b a" is 1: 2·1 / 6
+    assert rouge_l(list("abc"), list("cba")) == pytest.approx(1 / 3)
+    assert rouge_l([], []) == 1.0
+    assert rouge_l(["a"], []) == 0.0
 
 
 def test_exact_duplicates_are_dropped_after_normalisation() -> None:
@@ -31,26 +35,26 @@ def test_exact_duplicates_are_dropped_after_normalisation() -> None:
 
 
 def test_near_duplicates_are_dropped_distinct_texts_kept() -> None:
-    near = WORD_PROBLEM.replace("Show every step", "Show each step")  # one word of 45 changed
+    near = WORD_PROBLEM.replace("Show every step", "Show each step")  # one word of 42 tokens changed
     other = "A baker makes 24 loaves a day and sells them for $3 each. How much does she earn in a week?"
-    sim = jaccard(ngrams(tokens(WORD_PROBLEM), 3), ngrams(tokens(near), 3))
-    assert 0.85 < sim < 0.9
-    assert near_duplicates([WORD_PROBLEM, near, other], threshold=0.85) == [1]
-    assert near_duplicates([WORD_PROBLEM, near, other], threshold=0.9) == []  # below the threshold: kept
+    sim = rouge_l(tokens(WORD_PROBLEM), tokens(near))
+    assert len(tokens(near)) == 42 and sim == pytest.approx(41 / 42)  # LCS 41 of 42 tokens each
+    assert near_duplicates([WORD_PROBLEM, near, other], threshold=0.9) == [1]
+    assert near_duplicates([WORD_PROBLEM, near, other], threshold=0.99) == []  # below the threshold: kept
 
 
 def test_threshold_is_inclusive_and_compares_with_kept_texts_only() -> None:
     a = "one two three four five"
-    b = "one two three four six"  # trigrams: 2 shared of 4 → Jaccard 0.5
-    assert jaccard(ngrams(tokens(a), 3), ngrams(tokens(b), 3)) == 0.5
-    assert near_duplicates([a, b], threshold=0.5) == [1]
-    assert near_duplicates([a, b], threshold=0.51) == []
+    b = "one two three four six"  # LCS 4 of 5 → ROUGE-L 0.8
+    assert rouge_l(tokens(a), tokens(b)) == pytest.approx(0.8)
+    assert near_duplicates([a, b], threshold=0.8) == [1]
+    assert near_duplicates([a, b], threshold=0.81) == []
     # b is dropped as a's near-duplicate; c is as close to b, but is compared with the kept a only.
     a, b, c = "p q r s t u", "p q r s t v", "x q r s t v"
-    assert jaccard(ngrams(tokens(a), 3), ngrams(tokens(b), 3)) == 0.6
-    assert jaccard(ngrams(tokens(b), 3), ngrams(tokens(c), 3)) == 0.6
-    assert jaccard(ngrams(tokens(a), 3), ngrams(tokens(c), 3)) == pytest.approx(1 / 3)
-    assert near_duplicates([a, b, c], threshold=0.5) == [1]
+    assert rouge_l(tokens(a), tokens(b)) == pytest.approx(5 / 6)
+    assert rouge_l(tokens(b), tokens(c)) == pytest.approx(5 / 6)
+    assert rouge_l(tokens(a), tokens(c)) == pytest.approx(4 / 6)
+    assert near_duplicates([a, b, c], threshold=0.8) == [1]
 
 
 def test_no_texts() -> None:

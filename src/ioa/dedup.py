@@ -19,23 +19,39 @@ def ngrams(toks: Sequence[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)}
 
 
-def jaccard(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
+    """ROUGE-L F1 of two token sequences: longest common subsequence over their lengths."""
+    if not a or not b:
+        return 1.0 if a == b else 0.0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    lcs = previous[-1]
+    return 2 * lcs / (len(a) + len(b))
 
 
-def near_duplicates(texts: Sequence[str], threshold: float, n: int = 3) -> list[int]:
-    """Indices of texts whose word n-gram Jaccard similarity with an earlier kept text is ≥ threshold."""
-    kept: list[set[tuple[str, ...]]] = []
+def near_duplicates(texts: Sequence[str], threshold: float) -> list[int]:
+    """Indices of texts whose ROUGE-L with an earlier kept text is ≥ threshold (DESIGN §4: 0.9).
+
+    A cheap bound skips most pairs: ROUGE-L ≤ 2·min/(len a + len b), so very different lengths never match.
+    """
+    kept: list[list[str]] = []
     exact: set[tuple[str, ...]] = set()
     dropped: list[int] = []
     for i, text in enumerate(texts):
         toks = tokens(text)
-        grams = ngrams(toks, n)
-        if tuple(toks) in exact or any(jaccard(grams, k) >= threshold for k in kept):
+        similar = tuple(toks) in exact or any(
+            2 * min(len(toks), len(k)) / max(1, len(toks) + len(k)) >= threshold and rouge_l(toks, k) >= threshold
+            for k in kept
+        )
+        if similar:
             dropped.append(i)
             continue
         exact.add(tuple(toks))
-        kept.append(grams)
+        kept.append(toks)
     return dropped
 
 

@@ -26,6 +26,8 @@ def derived_seed(*parts: object) -> int:
 
 def ladder(start: int, max_level: int, n: int) -> list[int]:
     """Levels for n samples: from `start` rising one level at a time, at most three rungs, easiest most."""
+    if not 1 <= start <= max_level:
+        raise ValueError(f"level {start} is outside the ladder 1..{max_level}")
     rungs = [start]
     while len(rungs) < 3 and rungs[-1] < max_level:
         rungs.append(next_level(rungs[-1], max_level))

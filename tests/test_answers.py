@@ -98,6 +98,22 @@ REPLIES: list[tuple[str, str | None]] = [
         "is \\(\\boxed{23}\\).",
         "23",
     ),
+    (
+        "6. To ensure the fraction is in lowest terms, we need to check if 4 and 3 have any common factors other "
+        "than 1. Since 4 and 3 are both prime numbers, they have no common factors other than 1.\n"
+        "Therefore, the final answer is:\n#### 4/3",
+        "4/3",
+    ),
+    (
+        "1 1/4 = 5/4\nNow, add the fractions:\n1/2 + 5/4 = (2/4) + (5/4) = 7/4\nThe final answer is:\n#### 1 3/4",
+        "1 3/4",  # a mixed number: equal to 7/4 (see MATCHES)
+    ),
+    (
+        "7. Calculate the total revenue from selling the eggs:\n   \\[\n   9 \\text{ eggs/day} \\times 2 "
+        "\\text{ dollars/egg} = 18 \\text{ dollars/day}\n   \\]\n\n#### 18",
+        "18",
+    ),
+    ("2 bolts of blue fiber\n1 bolt of white fiber\n2 + 1 = 3 bolts in total", "3"),  # no format at all
     # --- design (DESIGN §7) ---------------------------------------------------------------------------
     ("184 + 598 = 782\n#### 184 + 598 = 782", "782"),  # qwen0.5b: the last number of the '####' line
     ("#### #1\n#### #2\n#### #3\n#### #32", "32"),  # smollm2 looping on the format

@@ -154,6 +154,14 @@ class Loop:
     decontaminator: Decontaminator
 
     @property
+    def student(self) -> str:
+        """Path of the current student (stored relative to the run directory, so a run dir can move)."""
+        return str(self.run / self.curriculum.student)
+
+    def set_student(self, path: Path | str) -> None:
+        self.curriculum.student = _stored_path(Path(path), self.run)
+
+    @property
     def teacher_acc(self) -> dict[str, Proportion]:
         return {s.module: s.teacher for s in self.diagnosis.scores}
 
@@ -176,7 +184,7 @@ class Loop:
     def snapshot(self, label: str) -> dict[str, Proportion]:
         """One evaluation of S on every module's probe items (the Eq. 3 population)."""
         cfg = self.config
-        acc = self.evaluate(self.curriculum.student, list(self.modules), cfg.identifier.probes_per_module,
+        acc = self.evaluate(self.student, list(self.modules), cfg.identifier.probes_per_module,
                             cfg.seed, "probe", f"snapshot: {label}")
         self.curriculum.snapshots.append(_snapshot_dict(acc))
         return acc
@@ -199,9 +207,9 @@ class Loop:
         if not samples:
             self.reporter.info(f"{label}: no verified samples, nothing to train")
             self.run.event("empty_training_set", at=str(out.relative_to(self.run.path)))
-            return self.curriculum.student
+            return self.student
         bar = self.reporter.bar(label, 1)
-        result = train(self.curriculum.student, as_examples(samples), out, self.config.training)
+        result = train(self.student, as_examples(samples), out, self.config.training)
         bar(1)
         self.run.event("trained", at=str(out.relative_to(self.run.path)), examples=len(samples),
                        final_loss=result.final_loss, seconds=result.seconds, reused=result.reused)
@@ -255,9 +263,14 @@ def new_curriculum(config: RunConfig, run: RunDir, diagnosis: Diagnosis, domain:
     for module in diagnosis.targets:
         by_level = accuracy_by_level([r for r in diagnosis.rows if r.role == "student"], module)
         levels[module] = start_level(by_level, domain.levels, config.organizer.tau_level, config.organizer.level_mode)
-    curriculum = Curriculum(stages=stages, student=student, levels=levels,
+    curriculum = Curriculum(stages=stages, student=_stored_path(Path(student), run), levels=levels,
                             edges=[edge_dict(e) for e in diagnosis.edges])
     return curriculum
+
+
+def _stored_path(path: Path, run: RunDir) -> str:
+    """Inside the run directory: relative to it (the run dir can be moved); elsewhere: as given."""
+    return str(path.relative_to(run.path)) if path.is_relative_to(run.path) else str(path)
 
 
 def ensure_base_student(config: RunConfig, run: RunDir) -> str:
@@ -320,9 +333,11 @@ def calibrate(loop: Loop, stage: Stage) -> list[Sample]:
     for m in todo:
         # Ties go to the earlier candidate (cheaper for the student to learn and to generate).
         best = max(cfg.candidates, key=lambda r: (scores[m][r], -cfg.candidates.index(r)))
+        tied = [r for r in cfg.candidates if scores[m][r] == scores[m][best]]
+        why = (f"highest held-out accuracy after a pilot of {cfg.pilot_samples_per_module} samples" if len(tied) == 1
+               else f"tie between {', '.join(tied)}: the first candidate listed wins")
         loop.curriculum.representation[m] = {
-            "choice": best, "pilot_accuracy": scores[m], "n": cfg.pilot_eval_items,
-            "why": f"highest held-out accuracy after a pilot of {cfg.pilot_samples_per_module} samples",
+            "choice": best, "pilot_accuracy": scores[m], "n": cfg.pilot_eval_items, "why": why,
         }
     loop.run.event("calibrated", stage=stage.index + 1, choices={m: loop.curriculum.representation[m] for m in todo})
     return samples
@@ -365,7 +380,7 @@ def step_gate(loop: Loop, stage: Stage, state: StageState) -> GateResult:
     org = loop.config.organizer
     n = gate_item_count(org)
     seed = derived_seed(loop.config.seed, "gate", stage.index, state.rounds)
-    acc = loop.evaluate(loop.curriculum.student, stage.modules, n, seed, "gate",
+    acc = loop.evaluate(loop.student, stage.modules, n, seed, "gate",
                         f"stage {stage.index + 1}: gate (round {state.rounds})")
     gate = mastery_gate(acc, loop.teacher_acc, org.tau_mastery, org.gate_mode, modules=stage.modules)
     loop.run.event("gate", stage=stage.index + 1, round=state.rounds, passed=gate.passed,
@@ -418,7 +433,7 @@ def run_stage(loop: Loop, stage: Stage) -> StageState:
             step_synthesise(loop, stage, state)
         elif action is Action.TRAIN:
             samples, out = training_data(loop, stage, state)
-            cur.student = loop.train_on(samples, out, f"stage {stage.index + 1}: training ({len(samples)} samples)")
+            loop.set_student(loop.train_on(samples, out, f"stage {stage.index + 1}: training ({len(samples)} samples)"))
         elif action is Action.GATE:
             gate = step_gate(loop, stage, state)
         elif action is Action.REMEDIATE:
@@ -442,7 +457,7 @@ def finish_stage(loop: Loop, stage: Stage, state: StageState) -> None:
     cur.pending_replay = {}
     if earlier:
         n = gate_item_count(cfg.organizer)
-        acc = loop.evaluate(cur.student, earlier, n, derived_seed(cfg.seed, "retention", stage.index), "gate",
+        acc = loop.evaluate(loop.student, earlier, n, derived_seed(cfg.seed, "retention", stage.index), "gate",
                             f"stage {stage.index + 1}: forgetting guard")
         fallen = forgetting_check({m: acc[m] for m in earlier}, acc, loop.teacher_acc,
                                   cfg.organizer.tau_mastery, cfg.organizer.gate_mode)
@@ -514,7 +529,7 @@ def final_evaluation(loop: Loop) -> RunSummary:
     n, seed = cfg.evaluation.benchmark_items_per_module, derived_seed(cfg.seed, "benchmark")
     base = str(loop.run / "student_base") if (loop.run / "student_base").exists() else cfg.student.spec
     before = loop.evaluate(base, modules, n, seed, "benchmark", "final evaluation: student before")
-    after = loop.evaluate(loop.curriculum.student, modules, n, seed, "benchmark", "final evaluation: student after")
+    after = loop.evaluate(loop.student, modules, n, seed, "benchmark", "final evaluation: student after")
     comparisons = [Comparison(m, before[m], after[m]) for m in modules]
     final = publish_student(loop)
     summary = RunSummary(loop.run.path, comparisons, loop.diagnosis.targets, final, 0.0,
@@ -530,7 +545,7 @@ def final_evaluation(loop: Loop) -> RunSummary:
 def publish_student(loop: Loop) -> Path:
     """The final student, merged, in Hugging Face format, with the run's config and metrics beside it."""
     final = loop.run / "student"
-    source = Path(loop.curriculum.student)
+    source = Path(loop.student)
     tmp = loop.run / "student.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)

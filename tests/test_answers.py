@@ -86,6 +86,16 @@ REPLIES: list[tuple[str, str | None]] = [
         "\\(\\boxed{3}\\).",
         "3",
     ),
+    # Asked with a variant prompt it wrote steps, stated the answer, then ran out of tokens inside code:
+    # "the answer is" must beat the last number (a 4 in the code).
+    (
+        "   - Therefore, the total revenue is \\(7 \\times 2 = 14\\).\n\n5. **Write the final answer:**\n"
+        "   - The final answer is \\(14\\).\n\nLet's confirm this with Python code.\n```python\n"
+        "# Number of eggs Janet eats for breakfast every morning\neggs_per_morning = 3\n\n"
+        "# Number of eggs Janet eats for muffins every day\neggs_per_muffin = 4\n\n# Number of eggs Janet sells\n"
+        "eggs_sold = eggs_per_morning + eggs_per_muffin\n\n",
+        "14",
+    ),
     # --- qwen1.5b: steps in LaTeX, then '####' (sometimes inside display math) or \boxed --------------
     ("12 × 13 = 156\n#### 156", "156"),
     (
@@ -114,6 +124,18 @@ REPLIES: list[tuple[str, str | None]] = [
         "18",
     ),
     ("2 bolts of blue fiber\n1 bolt of white fiber\n2 + 1 = 3 bolts in total", "3"),  # no format at all
+    (
+        "Step 3: Add the number of bolts of blue fiber and white fiber together to get the total number of bolts.\n"
+        "The total number of bolts is:\n\\[\n2 + 1 = 3\n\\]\n\nThus, the total number of bolts of fiber needed is "
+        "\\boxed{3}.",
+        "3",
+    ),
+    (
+        "60 meters/sprint × 3 sprints/week = 180 meters/week\n\nFinally, calculate the total distance he runs in a "
+        "week by multiplying the distance per week by the number of weeks in a week:\n180 meters/week × 3 weeks = "
+        "540 meters/week\n\n#### 540",
+        "540",
+    ),
     # --- design (DESIGN §7) ---------------------------------------------------------------------------
     ("184 + 598 = 782\n#### 184 + 598 = 782", "782"),  # qwen0.5b: the last number of the '####' line
     ("#### #1\n#### #2\n#### #3\n#### #32", "32"),  # smollm2 looping on the format

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
@@ -33,10 +33,19 @@ class SamplingParams:
 class ChatRequest:
     messages: tuple[tuple[str, str], ...]
     params: SamplingParams = field(default_factory=SamplingParams)
+    # Structured output, OpenAI style: {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}
+    # or {"type": "json_object"}. Backends without support ignore it (the caller validates the reply anyway).
+    # Part of the cache key only when set, so keys of plain requests stay as they were.
+    response_format: Mapping[str, Any] | None = field(default=None, hash=False)
 
     @classmethod
-    def of(cls, messages: Sequence[Message], params: SamplingParams | None = None) -> ChatRequest:
-        return cls(tuple((m["role"], m["content"]) for m in messages), params or SamplingParams())
+    def of(
+        cls,
+        messages: Sequence[Message],
+        params: SamplingParams | None = None,
+        response_format: Mapping[str, Any] | None = None,
+    ) -> ChatRequest:
+        return cls(tuple((m["role"], m["content"]) for m in messages), params or SamplingParams(), response_format)
 
     @property
     def message_dicts(self) -> list[Message]:

@@ -32,9 +32,16 @@ CREATE TABLE IF NOT EXISTS calls (
 """
 
 
+def _request_payload(request: ChatRequest) -> dict[str, object]:
+    payload: dict[str, object] = {"messages": request.messages, "params": request.params.as_dict()}
+    if request.response_format is not None:  # only when set: keys of plain requests stay unchanged
+        payload["response_format"] = request.response_format
+    return payload
+
+
 def request_key(fingerprint: str, request: ChatRequest) -> str:
     payload = json.dumps(
-        {"model": fingerprint, "messages": request.messages, "params": request.params.as_dict()},
+        {"model": fingerprint, **_request_payload(request)},
         sort_keys=True,
         ensure_ascii=False,
     )
@@ -72,7 +79,7 @@ class CallCache:
         row = (
             key,
             model,
-            json.dumps({"messages": request.messages, "params": request.params.as_dict()}),
+            json.dumps(_request_payload(request)),
             generation.text,
             generation.prompt_tokens,
             generation.completion_tokens,

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ioa.errors import ModelIntegrityError, ModelNotFoundError
 from ioa.models.base import ChatModel
 from ioa.models.cache import CachedModel, CallCache
 from ioa.models.registry import EMBEDDED, embedded, installed_path, models_dir
+
+if TYPE_CHECKING:
+    from ioa.accounting import Accountant
+    from ioa.config import HTTPConfig
 
 
 def resolve_gguf(spec: str) -> tuple[Path, str | None]:
@@ -35,10 +40,18 @@ def resolve_gguf(spec: str) -> tuple[Path, str | None]:
 _HINT = "use an embedded name (`ioa models`), a .gguf path, a Hugging Face directory or an http(s) URL"
 
 
-def load_model(spec: str, n_ctx: int = 4096) -> ChatModel:
-    """Load a model for generation from any supported spec."""
+def load_model(
+    spec: str, n_ctx: int = 4096, http: HTTPConfig | None = None, accountant: Accountant | None = None
+) -> ChatModel:
+    """Load a model for generation from any supported spec.
+
+    An http(s) URL (several separated by commas, plus `http.endpoints`) is an OpenAI-compatible server;
+    `http` holds its settings and `accountant` counts its tokens and enforces the budget.
+    """
     if spec.startswith(("http://", "https://")):
-        raise ModelNotFoundError(f"HTTP teachers are not supported yet ({spec})", "use a GGUF path or name")
+        from ioa.models.http import HTTPChatModel
+
+        return HTTPChatModel.from_config(spec, http, accountant=accountant)
     path = Path(spec).expanduser()
     if spec not in EMBEDDED and path.is_dir():
         if not (path / "config.json").exists():

@@ -14,7 +14,7 @@ from ioa.errors import ConfigError
 from ioa.graph import Edge
 from ioa.identifier import ModuleScore, build_graph, diagnose_scores, mastered_by_ratio
 from ioa.models.base import ChatModel, SamplingParams
-from ioa.models.cache import CallCache
+from ioa.models.cache import CachedModel, CallCache
 from ioa.models.resolve import load_cached
 from ioa.probing import ProbeRow, accuracy_by_module, probe
 from ioa.rundir import RunDir, inputs_hash, read_json, read_jsonl, write_json, write_jsonl
@@ -62,6 +62,14 @@ def declared_edges(modules: list[Module]) -> list[Edge]:
     return [Edge(p, m.id, "declared") for m in modules for p in m.prerequisites if p in ids]
 
 
+def open_teacher(config: RunConfig, run: RunDir, cache: CallCache) -> CachedModel:
+    """The run's teacher: cached, and for an HTTP endpoint with its settings, accounting and budget."""
+    from ioa.accounting import Accountant
+
+    accountant = Accountant.from_config(config.accounting, run / "teacher_ledger.jsonl")
+    return load_cached(config.teacher.spec, cache, config.teacher.n_ctx, config.teacher.http, accountant)
+
+
 def diagnose(
     config: RunConfig,
     run: RunDir,
@@ -72,7 +80,7 @@ def diagnose(
     """Probe both models on every module and write diagnosis/ (probe rows, scores, graph)."""
     domain = get_domain(config.domain)
     cache = CallCache(run.cache_path)
-    teacher = teacher or load_cached(config.teacher.spec, cache, config.teacher.n_ctx)
+    teacher = teacher or open_teacher(config, run, cache)
     student = student or load_cached(config.student.spec, cache, config.student.n_ctx)
     icfg = config.identifier
     digest = inputs_hash(

@@ -25,14 +25,13 @@ from typing import Any, Protocol
 from ioa.adapter import Representation, Sample, SynthesisResult
 from ioa.config import RunConfig, dump_config
 from ioa.dedup import Decontaminator
-from ioa.diagnosis import Diagnosis, diagnose, edge_dict, probe_items, selected_modules
+from ioa.diagnosis import Diagnosis, diagnose, edge_dict, open_teacher, probe_items, selected_modules
 from ioa.domains import get_domain
 from ioa.domains.base import Domain, Module
 from ioa.evaluation import Comparison, fresh_items, load_student_model, pooled, score
 from ioa.graph import Edge
 from ioa.identifier import build_graph, gap, measured_edges
 from ioa.models.cache import CachedModel, CallCache
-from ioa.models.resolve import load_cached
 from ioa.organizer import (
     TERMINAL,
     Action,
@@ -239,7 +238,7 @@ def open_loop(config: RunConfig, reporter: Reporter) -> Loop:
     domain = get_domain(config.domain)
     modules = {m.id: m for m in selected_modules(domain, config.domain.modules)}
     cache = CallCache(run.cache_path)
-    teacher = load_cached(config.teacher.spec, cache, config.teacher.n_ctx)
+    teacher = open_teacher(config, run, cache)
     diagnosis = diagnose(config, run, progress=reporter.bar, teacher=teacher)
     # Training data must not overlap what measures the student: the probes and the final benchmark items.
     # (Gate items come from their own split, which the domain keeps disjoint from training.)
@@ -308,26 +307,27 @@ def _representation(loop: Loop, module: str) -> Representation:
     return loop.curriculum.representation.get(module, {}).get("choice", loop.config.adapter.candidates[0])
 
 
-def calibrate(loop: Loop, stage: Stage) -> list[Sample]:
-    """The calibration pilot (DESIGN §4): the same verified teacher solutions, shown in each candidate
-    representation, a short training each, and the held-out gain decides per module."""
+def calibrate(loop: Loop) -> None:
+    """The calibration pilot (DESIGN §4), once, from the initial student: the same verified teacher
+    solutions for every target module, shown in each candidate representation, one short training each;
+    the held-out accuracy per module decides. The pilot samples are reused later as stage data."""
     cfg = loop.config.adapter
-    todo = [m for m in stage.modules if m not in loop.curriculum.representation]
+    targets = [m for s in loop.curriculum.stages for m in s.modules]
+    todo = [m for m in targets if m not in loop.curriculum.representation]
     if cfg.representation != "auto" or not todo or len(cfg.candidates) < 2:
-        return []
-    sdir = loop.stage_dir(stage) / "pilot"
+        return
+    cdir = loop.run / "calibration"
     requests = [DataRequest(m, cfg.pilot_samples_per_module, loop.curriculum.levels.get(m, 1), "steps")
                 for m in todo]
-    seed = derived_seed(loop.config.seed, "pilot", stage.index)
-    path = sdir / "data.jsonl"
+    seed = derived_seed(loop.config.seed, "pilot")
+    path = cdir / "data.jsonl"
     samples = _load_samples(path) if path.exists() else loop.write_data(
-        requests, path, seed, {"stage": stage.index + 1, "purpose": "pilot"}, f"stage {stage.index + 1}: pilot data")
+        requests, path, seed, {"stage": 0, "purpose": "pilot"}, "calibration: pilot data")
     scores: dict[str, dict[str, float]] = {m: {} for m in todo}
     for rep in cfg.candidates:
-        student = loop.train_on([s.rendered(rep) for s in samples], sdir / rep,
-                                f"stage {stage.index + 1}: pilot training ({rep})")
+        student = loop.train_on([s.rendered(rep) for s in samples], cdir / rep, f"calibration: training ({rep})")
         acc = loop.evaluate(student, todo, cfg.pilot_eval_items, derived_seed(seed, "eval"), "gate",
-                            f"stage {stage.index + 1}: pilot eval ({rep})")
+                            f"calibration: evaluation ({rep})")
         for m in todo:
             scores[m][rep] = acc[m].value
     for m in todo:
@@ -339,13 +339,17 @@ def calibrate(loop: Loop, stage: Stage) -> list[Sample]:
         loop.curriculum.representation[m] = {
             "choice": best, "pilot_accuracy": scores[m], "n": cfg.pilot_eval_items, "why": why,
         }
-    loop.run.event("calibrated", stage=stage.index + 1, choices={m: loop.curriculum.representation[m] for m in todo})
-    return samples
+    loop.run.event("calibrated", choices={m: loop.curriculum.representation[m] for m in todo})
+    loop.save()
+
+
+def _pilot_samples(loop: Loop, stage: Stage) -> list[Sample]:
+    return [s for s in _load_samples(loop.run / "calibration" / "data.jsonl") if s.module in stage.modules]
 
 
 def step_synthesise(loop: Loop, stage: Stage, state: StageState) -> None:
     sdir = loop.stage_dir(stage)
-    pilot = calibrate(loop, stage)
+    pilot = _pilot_samples(loop, stage)
     cfg = loop.config.adapter
     per_module = max(0, cfg.samples_per_module - cfg.pilot_samples_per_module) if pilot else cfg.samples_per_module
     seed = derived_seed(loop.config.seed, "stage", stage.index)
@@ -513,6 +517,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     if not loop.curriculum.snapshots:
         loop.snapshot("initial")
         loop.save()
+    calibrate(loop)
     while (stage := loop.curriculum.next_stage()) is not None:
         state = run_stage(loop, stage)
         finish_stage(loop, stage, state)

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS calls (
     completion_tokens INTEGER NOT NULL,
     finish_reason TEXT NOT NULL,
     seconds REAL NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    writes INTEGER NOT NULL DEFAULT 1
 )
 """
 
@@ -59,6 +60,9 @@ class CallCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+        if "writes" not in columns:  # a cache file from before the audit column: add it, keep every reply
+            self._db.execute("ALTER TABLE calls ADD COLUMN writes INTEGER NOT NULL DEFAULT 1")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
         found: dict[str, Generation] = {}
@@ -88,11 +92,18 @@ class CallCache:
             time.time(),  # set here: unixepoch('subsec') needs SQLite >= 3.42 (Debian 12 ships 3.40 → NULL)
         )
         with self._lock:
+            # `writes` counts how often a reply was paid for: above 1 means a call was repeated (an audit).
             self._db.execute(
-                "INSERT OR REPLACE INTO calls (key, model, request, text, prompt_tokens, completion_tokens,"
-                " finish_reason, seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO calls (key, model, request, text, prompt_tokens, completion_tokens,"
+                " finish_reason, seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET text = excluded.text, writes = writes + 1",
                 row,
             )
+
+    def repeated_calls(self) -> int:
+        """How many stored replies were generated more than once (0 when no call was ever paid twice)."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM calls WHERE writes > 1").fetchone()[0])
 
     def __len__(self) -> int:
         with self._lock:

@@ -67,6 +67,9 @@ def load_model(
     return LlamaCppModel(gguf, name=spec if spec in EMBEDDED else gguf.stem, fingerprint=sha, n_ctx=n_ctx)
 
 
-def load_cached(spec: str, cache: CallCache, n_ctx: int = 4096) -> CachedModel:
+def load_cached(
+    spec: str, cache: CallCache, n_ctx: int = 4096, http: HTTPConfig | None = None,
+    accountant: Accountant | None = None,
+) -> CachedModel:
     """Load a model whose every call goes through the persistent call cache."""
-    return CachedModel(load_model(spec, n_ctx=n_ctx), cache)
+    return CachedModel(load_model(spec, n_ctx=n_ctx, http=http, accountant=accountant), cache)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,7 @@ def diagnose(
     modules = selected_modules(domain, config.domain.modules)
     items = probe_items(domain, modules, icfg.probes_per_module, config.seed)
     rows: list[ProbeRow] = []
+    start = time.perf_counter()
     for role, model, max_tokens in (
         ("teacher", teacher, config.teacher.max_tokens),
         ("student", student, config.student.max_tokens),
@@ -101,6 +103,7 @@ def diagnose(
         on_progress = progress(f"probing {role} ({model.name})", len(items)) if progress else None
         rows += probe(model, domain, items, SamplingParams(max_tokens=max_tokens), role, on_progress)
 
+    probing_seconds = time.perf_counter() - start
     teacher_acc = accuracy_by_module([r for r in rows if r.role == "teacher"])
     student_acc = accuracy_by_module([r for r in rows if r.role == "student"])
     ids = [m.id for m in modules]
@@ -113,7 +116,8 @@ def diagnose(
                                      "scores": [s.to_dict() for s in scores]})
     write_json(out / "graph.json", {"nodes": ids, "edges": [edge_dict(e) for e in edges]})
     run.mark_done("diagnose", digest, targets=[s.module for s in scores if s.target])
-    run.event("diagnosed", targets=[s.module for s in scores if s.target])
+    run.event("diagnosed", targets=[s.module for s in scores if s.target], probes=len(rows),
+              seconds=probing_seconds)
     return Diagnosis(scores, edges, rows)
 
 

@@ -176,8 +176,11 @@ class Loop:
         model = load_student_model(Path(student_dir), self.cache)
         model.model.batch_size = self.config.evaluation.batch_size  # type: ignore[attr-defined]
         items = fresh_items(self.domain, modules, n, seed, split)  # type: ignore[arg-type]
+        start = time.perf_counter()
         acc, _ = score(model, self.domain, items, self.config.evaluation.student_max_tokens,
                        on_progress=self.reporter.bar(label, len(items)))
+        self.run.event("evaluated", label=label, items=len(items), seconds=time.perf_counter() - start,
+                       cached=model.hits, generated=model.misses)
         return acc
 
     def snapshot(self, label: str) -> dict[str, Proportion]:
@@ -193,13 +196,15 @@ class Loop:
                    label: str) -> list[Sample]:
         """Synthesise (cached teacher calls), then write data + accounting atomically."""
         total = sum(r.count for r in requests)
+        start = time.perf_counter()
         result = synthesise(self.teacher, self.domain, self.modules, requests, self.config.adapter,
                             self.decontaminator, seed, {"run": self.config.name, **lineage},
                             on_progress=self.reporter.bar(label, total))
         write_jsonl(path, result.samples)
         write_json(path.with_suffix(".accounting.json"), _accounting(result, requests))
         self.run.event("synthesised", file=str(path.relative_to(self.run.path)), kept=len(result.samples),
-                       generated=result.generated, drops=dict(result.drops), teacher_tokens=result.teacher_tokens)
+                       generated=result.generated, drops=dict(result.drops), teacher_tokens=result.teacher_tokens,
+                       seconds=time.perf_counter() - start)
         return result.samples
 
     def train_on(self, samples: Sequence[Sample], out: Path, label: str) -> str:
@@ -208,10 +213,13 @@ class Loop:
             self.run.event("empty_training_set", at=str(out.relative_to(self.run.path)))
             return self.student
         bar = self.reporter.bar(label, 1)
+        start = time.perf_counter()
         result = train(self.student, as_examples(samples), out, self.config.training)
         bar(1)
+        # seconds: the optimisation itself; call_seconds: with loading and saving the model.
         self.run.event("trained", at=str(out.relative_to(self.run.path)), examples=len(samples),
-                       final_loss=result.final_loss, seconds=result.seconds, reused=result.reused)
+                       final_loss=result.final_loss, seconds=result.seconds, reused=result.reused,
+                       call_seconds=time.perf_counter() - start)
         return str(out)
 
 

@@ -140,17 +140,32 @@ def _run(config: RunConfig) -> None:
         title=f"Held-out accuracy of {config.student.spec}, before → after ({summary.seconds / 60:.1f} min)",
     ))
     console.print(f"student saved to {summary.student_dir}")
+    try:  # the run is done and saved; a report problem must not turn it into a failure
+        from ioa.report import write_report
+
+        files = write_report(summary.run_dir)
+        console.print(f"report: {files.html}")
+    except Exception as exc:
+        log = logging.getLogger("ioa")
+        log.warning("the report could not be written (%s); retry with `ioa report %s`", exc, summary.run_dir,
+                    exc_info=log.isEnabledFor(logging.DEBUG))  # the traceback only with --verbose
 
 
 @app.command("run")
 def run_command(
     config_file: Annotated[Path, typer.Argument(help="YAML run config.")],
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/NAME).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate teacher calls, tokens and cost; spend nothing.")]
+    = False,
 ) -> None:
     """The whole IOA loop: diagnose, plan, teach stage by stage, evaluate. Rerun to resume."""
     try:
         overrides = {"runs_dir": str(out.parent), "name": out.name} if out else {}
-        _run(build_config(config_file, overrides))
+        config = build_config(config_file, overrides)
+        if dry_run:
+            _dry_run(config)
+            return
+        _run(config)
     except (IoaError, OSError) as exc:
         raise _fail(exc) from None
 
@@ -161,49 +176,132 @@ def _gate_text(gate: dict[str, Any]) -> str:
     return f"{verdict} {min(ratios, default=0.0):.2f}"
 
 
+# `ioa eval --benchmark NAME`: the domain each benchmark belongs to.
+BENCHMARKS = {"humaneval": "code", "gsm8k": "gsm8k", "arithmetic": "arithmetic"}
+PASS_AT = (1, 5, 10, 20, 50, 100)  # the k reported for pass@k (those not above --samples, and --samples itself)
+
+
+def _benchmark_items(dom: Any, n: int | None, seed: int) -> list[Any]:
+    """A domain's benchmark split for `ioa eval --benchmark`: n is a total, not per module."""
+    from ioa.evaluation import fresh_items
+
+    ordered = getattr(dom, "benchmark_items", None)
+    if callable(ordered):  # a fixed benchmark (HumanEval): all of it, or its first n in the published order
+        return list(ordered(n))
+    # No fixed order (procedural or shuffled splits): n spread evenly over modules, 20 per module without n.
+    modules = [m.id for m in dom.modules()]
+    if n is None:
+        return fresh_items(dom, modules, 20, seed, "benchmark")
+    return [
+        item
+        for i, m in enumerate(modules)
+        for item in dom.items(m, n // len(modules) + (i < n % len(modules)), seed, split="benchmark")
+    ]
+
+
 @app.command("eval")
 def eval_command(
     model: Annotated[str, typer.Option("--model", help="Embedded name, .gguf, HF directory or URL.")],
-    domain: Annotated[str, typer.Option(help="Domain whose prompt and checker to use.")] = "arithmetic",
+    domain: Annotated[
+        str | None, typer.Option(help="Domain whose prompt and checker to use (default arithmetic or the benchmark's).")
+    ] = None,
+    benchmark: Annotated[
+        str | None,
+        typer.Option(
+            help="Score a benchmark: humaneval (domain code), gsm8k or arithmetic (their benchmark split). "
+            "A fixed benchmark is scored whole, in its published order; --n takes its first N items."
+        ),
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="JSONL of {question, answer} to score instead of probes.")] = None,
     data_path: Annotated[Path | None, typer.Option(help="Domain data directory (e.g. GSM8K).")] = None,
     split: Annotated[str, typer.Option(help="Domain split to draw items from: probe, gate, benchmark.")] = "benchmark",
-    n: Annotated[int, typer.Option(help="Items per module (domain items only).")] = 20,
+    n: Annotated[
+        int | None, typer.Option(help="Items per module (default 20); with --benchmark, items in total (default all).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed for the items.")] = 0,
-    max_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 256,
+    max_tokens: Annotated[int | None, typer.Option(help="Longest answer (default 256; 512 for code).")] = None,
+    samples: Annotated[int, typer.Option(help="Samples per item for pass@k (above 1 needs --temperature).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")] = False,
 ) -> None:
-    """Score any student or teacher: accuracy with a 95% interval, overall and per module."""
+    """Score any student or teacher: accuracy with a 95% interval, overall and per module; pass@k with --samples."""
+    import contextlib
     import json
 
     from ioa.config import DomainConfig
     from ioa.domains import get_domain
-    from ioa.evaluation import fresh_items, items_from_jsonl, score
+    from ioa.domains.code import mean_pass_at_k
+    from ioa.evaluation import fresh_items, items_from_jsonl
+    from ioa.models.base import SamplingParams
     from ioa.models.cache import CallCache
     from ioa.models.registry import ioa_home
     from ioa.models.resolve import load_cached
+    from ioa.probing import ProbeRow, accuracy_by_module, probe
     from ioa.stats import Proportion
     from ioa.ui import console, progress_bars
 
     try:
+        if benchmark is not None:
+            key = benchmark.strip().lower()
+            if key not in BENCHMARKS:
+                raise IoaError(f"unknown benchmark {benchmark!r}", f"use one of: {', '.join(BENCHMARKS)}")
+            if domain is not None and domain.strip().lower() != BENCHMARKS[key]:
+                raise IoaError(f"benchmark {key} belongs to domain {BENCHMARKS[key]!r}, not {domain!r}",
+                               f"drop --domain or use --domain {BENCHMARKS[key]}")
+            if data is not None:
+                raise IoaError("--benchmark and --data both name what to score", "give only one of them")
+            domain, benchmark, split = BENCHMARKS[key], key, "benchmark"
+        domain = domain or "arithmetic"
         if split not in ("probe", "gate", "benchmark"):
             raise IoaError(f"unknown split {split!r}", "use probe, gate or benchmark")
+        if n is not None and n < 1:
+            raise IoaError(f"--n {n} asks for no items", "use --n 1 or more")
+        if samples < 1 or temperature < 0:
+            raise IoaError(f"--samples {samples} --temperature {temperature:g} is not a sampling plan",
+                           "use --samples 1 or more and a temperature of 0 or more")
+        if samples > 1 and temperature == 0:
+            raise IoaError(f"--samples {samples} at temperature 0 gives {samples} copies of one greedy answer",
+                           "add --temperature (e.g. 0.8) for pass@k")
         dom = get_domain(DomainConfig(name=domain, data_path=data_path))
-        items = items_from_jsonl(data) if data else fresh_items(dom, [m.id for m in dom.modules()], n, seed, split)
-        chat = load_cached(model, CallCache(ioa_home() / "eval-cache.sqlite"))
-        if as_json:
-            acc, _ = score(chat, dom, items, max_tokens)
+        if data:
+            items = items_from_jsonl(data)
+        elif benchmark:
+            items = _benchmark_items(dom, n, seed)
         else:
-            with progress_bars() as bars:
-                acc, _ = score(chat, dom, items, max_tokens, on_progress=bars(f"scoring {model}", len(items)))
+            items = fresh_items(dom, [m.id for m in dom.modules()], 20 if n is None else n, seed, split)
+        # Whole functions need more room than one number: a domain may ask for a longer default.
+        tokens = max_tokens if max_tokens is not None else int(getattr(dom, "max_tokens", 256))
+        chat = load_cached(model, CallCache(ioa_home() / "eval-cache.sqlite"))
+        runs: list[list[ProbeRow]] = []  # one list of rows (in item order) per sample
+        with contextlib.nullcontext(None) if as_json else progress_bars() as bars:
+            tick = bars(f"scoring {model}", len(items) * samples) if bars else None
+            for s in range(samples):  # sample s has seed s, so the greedy call keys stay those of plain evals
+                params = SamplingParams(temperature=temperature, max_tokens=tokens, seed=s)
+                runs.append(probe(chat, dom, items, params, "student", tick))
     except (IoaError, OSError) as exc:
         raise _fail(exc) from None
+    acc = accuracy_by_module(runs[0])  # accuracy and its interval: the first sample, one answer per item
     total = Proportion(sum(p.correct for p in acc.values()), sum(p.n for p in acc.values()))
+    passes = [(samples, sum(run[i].correct for run in runs)) for i in range(len(items))]
+    ks = sorted({k for k in PASS_AT if k <= samples} | {samples})
 
-    def entry(p: Proportion) -> dict[str, Any]:
-        return {"accuracy": p.value, "interval": list(p.interval), "n": p.n, "correct": p.correct}
+    def entry(p: Proportion, counts: list[tuple[int, int]]) -> dict[str, Any]:
+        pass_at = {f"pass@{k}": mean_pass_at_k(counts, k) for k in ks}
+        return {"accuracy": p.value, "interval": list(p.interval), "n": p.n, "correct": p.correct, **pass_at}
 
-    result = {"model": model, "domain": domain, **entry(total), "modules": {m: entry(p) for m, p in acc.items()}}
+    result = {
+        "model": model,
+        "domain": domain,
+        "benchmark": benchmark,
+        "split": "data" if data else split,
+        "samples": samples,
+        "temperature": temperature,
+        "max_tokens": tokens,
+        **entry(total, passes),
+        "modules": {
+            m: entry(p, [c for c, item in zip(passes, items, strict=True) if item.module == m]) for m, p in acc.items()
+        },
+    }
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -215,6 +313,27 @@ def eval_command(
     for m, p in [*acc.items(), ("all", total)]:
         lo, hi = p.interval
         table.add_row(m, f"{100 * p.value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", str(p.n))
+    console.print(table)
+    if samples > 1:
+        console.print(", ".join(f"pass@{k} {100 * result[f'pass@{k}']:.1f}" for k in ks) + f" ({samples} samples)")
+
+
+def _dry_run(config: RunConfig) -> None:
+    from rich.table import Table
+
+    from ioa.budget import estimate_run
+    from ioa.ui import console
+
+    rows = estimate_run(config)
+    table = Table(title=f"Teacher budget estimate for {config.name} ({config.teacher.spec}), worst case")
+    for col in ("phase", "calls", "prompt tokens", "completion tokens", "cost (USD)"):
+        table.add_column(col, justify="left" if col == "phase" else "right")
+    for r in [*rows]:
+        e = r.estimate
+        table.add_row(r.phase, f"{e.calls:,}", f"{e.prompt_tokens:,}", f"{e.completion_tokens:,}", f"{e.cost_usd:.4f}")
+    total = (sum(r.estimate.calls for r in rows), sum(r.estimate.prompt_tokens for r in rows),
+             sum(r.estimate.completion_tokens for r in rows), sum(r.estimate.cost_usd for r in rows))
+    table.add_row("total", f"{total[0]:,}", f"{total[1]:,}", f"{total[2]:,}", f"{total[3]:.4f}", style="bold")
     console.print(table)
 
 
@@ -259,6 +378,20 @@ def plan(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> N
     console.print(table)
     for module, rep in cur.get("representation", {}).items():
         console.print(f"{module}: representation {rep['choice']} (pilot accuracy {rep['pilot_accuracy']})")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/NAME).")]) -> None:
+    """Write RUN_DIR/report.html (self-contained), report.md and figures/*.png for a run."""
+    from ioa.report import write_report
+    from ioa.ui import console
+
+    try:
+        files = write_report(run_dir)
+    except (IoaError, OSError) as exc:
+        raise _fail(exc) from None
+    for path in (files.html, files.markdown, *files.figures):
+        console.print(str(path), highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -597,3 +597,34 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(md.PackageNotFoundError):
             out[dist] = md.version(dist)
     return out
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m ioa.training` (or under `accelerate launch`): fine-tune a student on a JSONL of examples.
+
+    Each line is {"messages": [...]} or {"prompt": ..., "completion": ...}; `--config` is a YAML mapping
+    of TrainingConfig fields.
+    """
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m ioa.training", description=main.__doc__)
+    parser.add_argument("--student", required=True, help="embedded name, .gguf or Hugging Face directory")
+    parser.add_argument("--data", required=True, type=Path, help="JSONL of training examples")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (written atomically)")
+    parser.add_argument("--config", type=Path, help="YAML with TrainingConfig fields")
+    args = parser.parse_args(argv)
+    raw = yaml.safe_load(args.config.read_text()) if args.config else {}
+    cfg = TrainingConfig.model_validate(raw or {})
+    examples = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
+    result = train(args.student, examples, args.out, cfg)
+    print(json.dumps({"out": str(result.out_dir), "method": result.method, "steps": result.steps,
+                      "final_loss": result.final_loss, "reused": result.reused}))
+
+
+if __name__ == "__main__":
+    main()

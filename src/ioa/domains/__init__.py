@@ -8,6 +8,7 @@ from ioa.config import DomainConfig
 from ioa.domains.answers import answers_match, check_response, extract_answer, parse_number
 from ioa.domains.arithmetic import ArithmeticDomain
 from ioa.domains.base import Domain, Item, Module, Split
+from ioa.domains.code import CodeDomain
 from ioa.domains.gsm8k import GSM8KDomain
 from ioa.errors import DomainError
 
@@ -20,7 +21,11 @@ def _gsm8k(config: DomainConfig) -> Domain:
     return GSM8KDomain(config.data_path)
 
 
-DOMAINS: dict[str, Callable[[DomainConfig], Domain]] = {"arithmetic": _arithmetic, "gsm8k": _gsm8k}
+def _code(config: DomainConfig) -> Domain:
+    return CodeDomain(config.data_path)
+
+
+DOMAINS: dict[str, Callable[[DomainConfig], Domain]] = {"arithmetic": _arithmetic, "gsm8k": _gsm8k, "code": _code}
 
 
 def get_domain(config: DomainConfig) -> Domain:
@@ -40,6 +45,7 @@ def get_domain(config: DomainConfig) -> Domain:
 __all__ = [
     "DOMAINS",
     "ArithmeticDomain",
+    "CodeDomain",
     "Domain",
     "DomainError",
     "GSM8KDomain",

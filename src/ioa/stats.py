@@ -43,4 +43,7 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     denom = 1 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Exact at the ends: rounding would otherwise leave e.g. 5.6e-17 as the lower bound of 0/n.
+    lower = 0.0 if correct == 0 else max(0.0, centre - half)
+    upper = 1.0 if correct == n else min(1.0, centre + half)
+    return (lower, upper)

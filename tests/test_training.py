@@ -94,6 +94,12 @@ def test_sft_config_overrides_trl_defaults(tmp_path: Path) -> None:
     assert sft_config(TrainingConfig(), tmp_path, "lora").learning_rate == 2e-4
 
 
+def test_warmup_never_spends_the_only_step_at_learning_rate_zero(tmp_path: Path) -> None:
+    # 3% of 1 step rounds down to no warm-up (rounding up made a 1-step training a no-op); 3% of 100 is 3.
+    assert sft_config(TrainingConfig(), tmp_path, "full", total_steps=1).warmup_steps == 0
+    assert sft_config(TrainingConfig(), tmp_path, "full", total_steps=100).warmup_steps == 3
+
+
 def test_existing_output_is_reused_only_for_the_same_inputs(tmp_path: Path, monkeypatch: Any) -> None:
     import ioa.training as training
 

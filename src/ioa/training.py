@@ -235,8 +235,12 @@ def _use_bf16(cfg: TrainingConfig) -> bool:
     return cfg.precision == "bf16"
 
 
-def sft_config(cfg: TrainingConfig, output_dir: Path, method: str) -> Any:
-    """TRL's SFTConfig for our settings (TRL's own defaults differ: bf16 and gradient checkpointing on)."""
+def sft_config(cfg: TrainingConfig, output_dir: Path, method: str, total_steps: int | None = None) -> Any:
+    """TRL's SFTConfig for our settings (TRL's own defaults differ: bf16 and gradient checkpointing on).
+
+    With `total_steps` known, warm-up is a whole number of steps rounded down: a fractional warm-up rounds up
+    to one step at learning rate 0, which wastes the only step of a tiny training.
+    """
     import torch
     from trl import SFTConfig
 
@@ -277,7 +281,9 @@ def sft_config(cfg: TrainingConfig, output_dir: Path, method: str) -> Any:
         kwargs["activation_checkpointing"] = cfg.gradient_checkpointing
     else:
         kwargs["gradient_checkpointing"] = cfg.gradient_checkpointing
-    if "warmup_ratio" in fields:
+    if total_steps is not None:
+        kwargs["warmup_steps"] = int(cfg.warmup_ratio * total_steps)
+    elif "warmup_ratio" in fields:
         kwargs["warmup_ratio"] = cfg.warmup_ratio
     else:
         kwargs["warmup_steps"] = cfg.warmup_ratio
@@ -313,11 +319,13 @@ def make_trainer(
     from datasets import Dataset
 
     dataset = Dataset.from_list(to_prompt_completion(examples))
+    per_step = cfg.batch_size * cfg.gradient_accumulation_steps
+    total_steps = -(-len(dataset) // per_step) * cfg.epochs
     with _quiet_datasets(), _quiet_deprecations():
         try:
             trainer = SFTTrainer(
                 model=model,
-                args=sft_config(cfg, output_dir, method),
+                args=sft_config(cfg, output_dir, method, total_steps),
                 train_dataset=dataset,
                 processing_class=tokenizer,
                 peft_config=peft_config,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,8 +34,11 @@ def _config(runs: Path, name: str) -> Path:
         "student": {"spec": STUDENT, "max_tokens": 48},
         "domain": {"name": "arithmetic", "modules": ["single_digit_add", "multi_digit_add"]},
         "identifier": {"probes_per_module": 4},
-        "organizer": {"gate_items_per_module": 4, "gate_mode": "point", "max_remediation_rounds": 0},
-        "adapter": {"representation": "bare", "samples_per_module": 12},
+        # A gate no student passes (perfect score needed) makes every stage train twice: stage data, then
+        # remedial data. So there is always a finished training before the second one, where we kill.
+        "organizer": {"gate_items_per_module": 8, "gate_mode": "point", "tau_mastery": 1.0,
+                      "max_remediation_rounds": 1},
+        "adapter": {"representation": "bare", "samples_per_module": 20},
         "training": {"epochs": 1},
         "evaluation": {"benchmark_items_per_module": 4, "student_max_tokens": 24},
     }
@@ -90,13 +94,15 @@ def test_sigkill_during_synthesis_and_training_then_resume(tmp_path: Path, model
     config = _config(tmp_path, "crashy")
     run = tmp_path / "crashy"
 
-    # 1. Killed during synthesis: teacher replies of the stage are partly cached, no data file yet.
+    # 1. Killed during synthesis: the first chunk of the stage's teacher replies is cached, no data file yet.
     cache_path = run / "cache.sqlite"
 
     def synthesising() -> bool:
-        if not any(e["event"] == "diagnosed" for e in _events(run)) or not cache_path.exists():
+        if not cache_path.exists() or list(run.glob("stages/*/data.main.jsonl")):
             return False
-        return (run / "stages").exists() and not list((run / "stages").glob("*/data.main.jsonl"))
+        with sqlite3.connect(cache_path) as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM calls WHERE request LIKE '%answer keys%'").fetchone()
+        return n > 0
 
     _kill_when(_ioa(config), synthesising)
 

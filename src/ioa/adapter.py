@@ -24,6 +24,10 @@ from ioa.models.base import ChatModel, ChatRequest, Message, SamplingParams
 
 Representation = Literal["bare", "short", "steps"]
 
+# Teacher requests per generate() call: fills the in-process batch slots, moves the progress bar, and bounds
+# what a crash can lose to one chunk (each chunk's replies are in the call cache before the next starts).
+TEACHER_CHUNK = 8
+
 # One sentence per strategy; the prompt is their composition, so each can be switched off alone.
 STRATEGY_TEXT = {
     "concretization": "If it helps, tie the idea to a concrete everyday example (apples, coins, minutes) in one line.",
@@ -212,20 +216,22 @@ def synthesise_module(
         params = SamplingParams(
             temperature=0.0 if attempt == 0 else 0.7, max_tokens=cfg.teacher_max_tokens, seed=attempt
         )
-        prompts = [teaching_messages(module, item, cfg, easier, representation) for item in pending]
-        replies = teacher.generate([ChatRequest.of(p, params) for p in prompts])
         retry: list[Item] = []
-        for item, messages, reply in zip(pending, prompts, replies, strict=True):
-            result.generated += 1
-            result.teacher_tokens += reply.prompt_tokens + reply.completion_tokens
-            reason = _verify(domain, item, reply.text, representation)
-            if isinstance(reason, TeacherSolution):
-                verified.append((item, reason, prompt_hash(messages)))
-            else:
-                result.drops[reason] += 1
-                retry.append(item)
-        if on_progress:
-            on_progress(len(pending) - len(retry))
+        for start in range(0, len(pending), TEACHER_CHUNK):
+            chunk = pending[start : start + TEACHER_CHUNK]
+            prompts = [teaching_messages(module, item, cfg, easier, representation) for item in chunk]
+            replies = teacher.generate([ChatRequest.of(p, params) for p in prompts])
+            for item, messages, reply in zip(chunk, prompts, replies, strict=True):
+                result.generated += 1
+                result.teacher_tokens += reply.prompt_tokens + reply.completion_tokens
+                reason = _verify(domain, item, reply.text, representation)
+                if isinstance(reason, TeacherSolution):
+                    verified.append((item, reason, prompt_hash(messages)))
+                else:
+                    result.drops[reason] += 1
+                    retry.append(item)
+            if on_progress:
+                on_progress(len(chunk) - sum(1 for item in chunk if item in retry))
         pending = retry
     if on_progress and pending:
         on_progress(len(pending))

@@ -140,6 +140,9 @@ def _run(config: RunConfig) -> None:
         title=f"Held-out accuracy of {config.student.spec}, before → after ({summary.seconds / 60:.1f} min)",
     ))
     console.print(f"student saved to {summary.student_dir}")
+    failures = summary.run_dir / "teacher_failures.json"
+    if failures.exists():
+        console.print(f"teacher request failures (retried or not): {failures.read_text().strip()[:400]}")
     try:  # the run is done and saved; a report problem must not turn it into a failure
         from ioa.report import write_report
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ioa.config import RunConfig
+from ioa.config import HTTPConfig, RunConfig
 from ioa.domains import get_domain
 from ioa.domains.base import Domain, Item, Module
 from ioa.errors import ConfigError
@@ -68,7 +68,10 @@ def open_teacher(config: RunConfig, run: RunDir, cache: CallCache) -> CachedMode
     from ioa.accounting import Accountant
 
     accountant = Accountant.from_config(config.accounting, run / "teacher_ledger.jsonl")
-    return load_cached(config.teacher.spec, cache, config.teacher.n_ctx, config.teacher.http, accountant)
+    http = config.teacher.http or HTTPConfig()
+    if http.failure_summary is None:  # failed requests are summarised in the run directory by default
+        http = http.model_copy(update={"failure_summary": run / "teacher_failures.json"})
+    return load_cached(config.teacher.spec, cache, config.teacher.n_ctx, http, accountant)
 
 
 def diagnose(

@@ -10,7 +10,7 @@ from ioa.domains.base import Domain, Item
 from ioa.models.base import ChatModel, ChatRequest, SamplingParams
 from ioa.stats import Proportion
 
-CHUNK = 8  # requests per generate() call: small enough for a live progress bar, large enough to batch
+CHUNK = 32  # requests per generate() call: large enough to fill a batch, small enough for a live progress bar
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ioa.models.cache import CallCache
 from ioa.models.registry import embedded, installed_path
 from ioa.rundir import RunDir
 
-pytestmark = [pytest.mark.models, pytest.mark.slow]
+pytestmark = [pytest.mark.models, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TEACHER, STUDENT = "qwen2.5-coder-0.5b", "smollm2-135m"
 

@@ -14,23 +14,17 @@ from ioa.identifier import ModuleScore
 console = Console()
 
 
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
 @contextmanager
 def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """Yields a factory: `bar(description, total)` returns an `advance(n)` callback."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-
-        def bar(description: str, total: int) -> Callable[[int], None]:
-            task = progress.add_task(description, total=total)
-            return lambda n: progress.advance(task, n)
-
-        yield bar
+    with _progress() as progress:
+        yield RichReporter(progress).bar
 
 
 def _pct(x: float) -> str:
@@ -74,13 +68,7 @@ class RichReporter:
 
 @contextmanager
 def reporter() -> Iterator[RichReporter]:
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with _progress() as progress:
         yield RichReporter(progress)
 
 

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -248,7 +249,7 @@ def test_write_outside_workdir(tmp_path: Path) -> None:
     if not separate_uid():
         pytest.skip("file-system protection needs root or namespaces")
     targets = [Path.home() / f"ioa-sandbox-canary-{tag}", Path(f"/etc/ioa-sandbox-canary-{tag}")]
-    escape = Path(f"/tmp/ioa-escape-{tag}")  # ~/.. from the sandbox's HOME
+    escape = Path(tempfile.gettempdir()) / f"ioa-escape-{tag}"  # ~/.. from the sandbox's HOME
     if strong():  # world-writable directories are only protected by the read-only mount namespace
         targets += [Path(f"/{d}/ioa-sandbox-canary-{tag}") for d in ("tmp", "var/tmp", "dev/shm")]
         targets.append(escape)
@@ -280,10 +281,10 @@ def test_write_outside_workdir(tmp_path: Path) -> None:
 def test_delete_outside_workdir(tmp_path: Path) -> None:
     if not separate_uid():
         pytest.skip("file-system protection needs root or namespaces")
-    canaries = [Path(f"/tmp/ioa-sandbox-canary-{secrets.token_hex(6)}")]
+    canaries = [Path(tempfile.gettempdir()) / f"ioa-sandbox-canary-{secrets.token_hex(6)}"]
     # A world-writable directory with a world-writable file: permissions alone would allow deletion,
     # so only the read-only mount namespace protects it.
-    open_dir = Path(f"/tmp/ioa-sandbox-open-{secrets.token_hex(6)}")
+    open_dir = Path(tempfile.gettempdir()) / f"ioa-sandbox-open-{secrets.token_hex(6)}"
     open_dir.mkdir()
     open_dir.chmod(0o777)
     if strong():

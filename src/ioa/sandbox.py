@@ -670,7 +670,7 @@ print(json.dumps({{"bad": bad, "exe": sys.executable}}))
 
 
 def _probe(mode: _Mode) -> tuple[bool, str, str]:
-    canary = f"/tmp/ioa-sandbox-probe-{secrets.token_hex(6)}"
+    canary = os.path.join(tempfile.gettempdir(), f"ioa-sandbox-probe-{secrets.token_hex(6)}")
     code = _PROBE.format(check_uid=mode.drop_uid or mode.userns, check_ns=mode.namespaces, canary=canary)
     try:
         result = _execute(code, SandboxLimits(timeout_s=20), None, mode)

@@ -17,7 +17,7 @@ from math import gcd
 from typing import get_args
 
 from ioa.domains.answers import SOLVE_SYSTEM_PROMPT, check_response, format_number
-from ioa.domains.base import Item, Module, Split
+from ioa.domains.base import Item, Module, Split, check_item_request
 from ioa.errors import DomainError
 from ioa.models.base import Message
 
@@ -796,12 +796,7 @@ class ArithmeticDomain:
 
     def items(self, module: str, n: int, seed: int, split: Split = "probe", level: int | None = None) -> list[Item]:
         self.module(module)
-        if split not in SPLITS:
-            raise DomainError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
-        if level is not None and not 1 <= level <= LEVELS:
-            raise DomainError(f"level {level} is out of range", f"use a level from 1 to {LEVELS}")
-        if n < 0:
-            raise DomainError(f"cannot ask for {n} items", "ask for zero or more")
+        check_item_request(self.name, module, [m.id for m in self.modules()], n, split, level, LEVELS)
         return spread_over_levels(
             {lv: self._stream(module, lv, split, seed) for lv in ([level] if level else range(1, LEVELS + 1))}, n
         )

@@ -5,9 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from ioa.errors import DomainError
 from ioa.models.base import Message
 
 Split = Literal["probe", "gate", "train", "benchmark"]
+SPLITS: tuple[str, ...] = ("probe", "gate", "train", "benchmark")
+
+
+def check_item_request(domain: str, module: str, known: list[str], n: int, split: str, level: int | None,
+                       levels: int) -> None:
+    """The argument checks every `Domain.items` shares, each failure one DomainError with its fix."""
+    if module not in known:
+        raise DomainError(f"unknown {domain} module {module!r}", f"use one of: {', '.join(known)}")
+    if split not in SPLITS:
+        raise DomainError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
+    if level is not None and not 1 <= level <= levels:
+        raise DomainError(f"level {level} is out of range", f"use a level from 1 to {levels}")
+    if n < 0:
+        raise DomainError(f"cannot ask for {n} items", "ask for zero or more")
 
 
 @dataclass(frozen=True)

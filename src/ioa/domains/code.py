@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ioa.domains.arithmetic import spread_over_levels
-from ioa.domains.base import Item, Module, Split
+from ioa.domains.base import Item, Module, Split, check_item_request
 from ioa.errors import DataError, DomainError
 from ioa.models.base import Message
 from ioa.sandbox import ExecutionResult, SandboxLimits, run_tests
@@ -330,15 +330,7 @@ class CodeDomain:
         return list(MODULES)
 
     def items(self, module: str, n: int, seed: int, split: Split = "probe", level: int | None = None) -> list[Item]:
-        known = [m.id for m in MODULES]
-        if module not in known:
-            raise DomainError(f"unknown code module {module!r}", f"use one of: {', '.join(known)}")
-        if split not in SPLITS:
-            raise DomainError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
-        if level is not None and not 1 <= level <= LEVELS:
-            raise DomainError(f"level {level} is out of range", f"use a level from 1 to {LEVELS}")
-        if n < 0:
-            raise DomainError(f"cannot ask for {n} items", "ask for zero or more")
+        check_item_request("code", module, [m.id for m in MODULES], n, split, level, LEVELS)
         pool = [p for p in self.problems if p.module == module and (level is None or p.level == level)]
         if split == "benchmark":  # HumanEval order, whatever the seed: the first n are the same everywhere
             return [self._item(p, split) for p in pool[:n]]

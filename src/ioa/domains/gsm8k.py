@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ioa.domains.answers import SOLVE_SYSTEM_PROMPT, check_response
-from ioa.domains.arithmetic import SPLITS, spread_over_levels
-from ioa.domains.base import Item, Module, Split
+from ioa.domains.arithmetic import spread_over_levels
+from ioa.domains.base import Item, Module, Split, check_item_request
 from ioa.errors import DataError, DomainError
 from ioa.models.base import Message
 
@@ -198,15 +198,7 @@ class GSM8KDomain:
         return self._pools
 
     def items(self, module: str, n: int, seed: int, split: Split = "probe", level: int | None = None) -> list[Item]:
-        known = [m.id for m in MODULES]
-        if module not in known:
-            raise DomainError(f"unknown gsm8k module {module!r}", f"use one of: {', '.join(known)}")
-        if split not in SPLITS:
-            raise DomainError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
-        if level is not None and not 1 <= level <= LEVELS:
-            raise DomainError(f"level {level} is out of range", f"use a level from 1 to {LEVELS}")
-        if n < 0:
-            raise DomainError(f"cannot ask for {n} items", "ask for zero or more")
+        check_item_request("gsm8k", module, [m.id for m in MODULES], n, split, level, LEVELS)
         pool = [r for r in self.pools[split] if r.module == module]
         streams: dict[int, Iterator[Item]] = {}
         for lv in [level] if level else range(1, LEVELS + 1):

@@ -483,7 +483,7 @@ def test_userns_mode_runs_contained() -> None:
         """
         import os, socket
         print(os.getuid())
-        for path in ("/tmp/ioa-userns-canary", "/etc/ioa-userns-canary"):
+        for path in (CANARY, "/etc/ioa-userns-canary"):
             try:
                 open(path, "w")
                 print("WROTE")
@@ -495,13 +495,14 @@ def test_userns_mode_runs_contained() -> None:
             print(e.errno)
         """
     )
-    r = sandbox._execute(code, QUICK, None, mode)
+    canary = Path(tempfile.gettempdir()) / "ioa-userns-canary"
+    r = sandbox._execute(code.replace("CANARY", repr(str(canary))), QUICK, None, mode)
     if r.status == "error" and "setup failed" in r.reason:
         pytest.skip(f"user namespaces unavailable here: {r.reason}")
     assert r.status == "pass", r
     uid, *rest = r.stdout.split()
     assert uid == "65534" and "WROTE" not in rest and rest[-1] == "101"  # ENETUNREACH
-    assert not Path("/tmp/ioa-userns-canary").exists()
+    assert not canary.exists()
 
 
 def test_mounts_do_not_leak_to_host() -> None:
@@ -512,7 +513,7 @@ def test_mounts_do_not_leak_to_host() -> None:
     after = Path("/proc/self/mountinfo").read_text()
     assert "ioa-sandbox-" not in after
     assert before == after
-    probe = Path(f"/tmp/ioa-host-writable-{secrets.token_hex(4)}")
+    probe = Path(tempfile.gettempdir()) / f"ioa-host-writable-{secrets.token_hex(4)}"
     probe.write_text("host can still write")  # the host's / was not made read-only
     probe.unlink()
 
@@ -544,7 +545,7 @@ def test_per_mount_readonly_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     assert patched != sandbox._LAUNCHER
     monkeypatch.setattr(sandbox, "_LAUNCHER", patched)
     tag = secrets.token_hex(4)
-    paths = [f"/tmp/ioa-fb-{tag}", f"/dev/shm/ioa-fb-{tag}", f"/var/tmp/ioa-fb-{tag}"]
+    paths = [os.path.join(tempfile.gettempdir(), f"ioa-fb-{tag}"), f"/dev/shm/ioa-fb-{tag}", f"/var/tmp/ioa-fb-{tag}"]
     code = textwrap.dedent(
         f"""
         for path in {paths!r}:

@@ -133,9 +133,10 @@ _SCHEMA_KEYS = frozenset(TeacherSolution.model_fields)
 _DECODER = json.JSONDecoder()
 
 
-def _find_object(text: str) -> dict[str, Any]:
-    """The reply's JSON object: fenced blocks first, then the whole text; the first object that looks like a
-    solution wins, so a ```python block, braces in prose or a second object do not hide it."""
+def find_json_object(text: str, keys: frozenset[str] = _SCHEMA_KEYS) -> dict[str, Any]:
+    """The reply's JSON object: fenced blocks first, then the whole text; the first object holding one of
+    `keys` (default: a solution's) wins, so a ```python block, braces in prose or a second object do not hide
+    it. Trailing commas are repaired; InvalidReply says why nothing usable was found."""
     broken, other = False, False
     for body in [*(m.group(1) for m in _FENCE.finditer(text)), text]:
         body = _TRAILING_COMMA.sub(r"\1", body)
@@ -147,20 +148,20 @@ def _find_object(text: str) -> dict[str, Any]:
                 broken = True
                 pos = body.find("{", pos + 1)
                 continue
-            if isinstance(obj, dict) and _SCHEMA_KEYS & obj.keys():
+            if isinstance(obj, dict) and keys & obj.keys():
                 return obj
             other = True
             pos = body.find("{", end)  # not into the object just read
     if broken:
         raise InvalidReply("invalid_json")
     if other:
-        raise InvalidReply("schema")  # valid JSON, but not a solution
+        raise InvalidReply("schema")  # valid JSON, but not the object asked for
     raise InvalidReply("no_json")
 
 
 def parse_solution(text: str) -> TeacherSolution:
     """Validate a teacher reply, repairing the usual damage (code fences, prose around JSON, trailing commas)."""
-    data = _find_object(text)
+    data = find_json_object(text)
     if isinstance(data.get("steps"), str):
         data["steps"] = [s for s in data["steps"].splitlines() if s.strip()]
     if isinstance(data.get("steps"), list):

@@ -100,9 +100,33 @@ def _diagnose(config: RunConfig) -> None:
     atomic_write_text(run / "config.yaml", dump_config(config))
     with progress_bars() as bars:
         result = diagnose(config, run, progress=bars)
+    if result.taxonomy:
+        _print_taxonomy(result.taxonomy)
     console.print(scores_table(result.scores, title=f"Diagnosis: {config.student.spec} vs {config.teacher.spec}"))
     console.print(f"targets: {', '.join(result.targets) or '(none)'}")
     console.print(f"written to {run / 'diagnosis'}")
+
+
+def _print_taxonomy(tax: dict[str, Any]) -> None:
+    """A seed-data domain's taxonomy: one row per module, then where it lives and what ioa decided."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ioa.ui import console
+
+    table = Table(title="Taxonomy (teacher-built; edit the file and rerun to change it)")
+    for col in ("module", "category", "tier", "items", "prerequisites", "flag"):
+        table.add_column(col, justify="right" if col in ("tier", "items") else "left")
+    for r in tax["rows"]:
+        table.add_row(r["module"], r["category"], str(r["tier"]), str(r["items"]), ", ".join(r["prerequisites"]),
+                      r["flag"])  # fmt: skip
+    console.print(table)
+    source = "your edited file" if tax["edited_by_user"] else "built by the teacher" if tax["built"] else "reused"
+    console.print(f"taxonomy: {escape(tax['path'])} ({source}): {tax['modules']} modules in {tax['categories']} "
+                  f"categories, {tax['assigned']} of {tax['items']} items assigned, {tax['fallbacks']} by the "
+                  f"ROUGE-L fallback", highlight=False)  # fmt: skip
+    for note in tax["notes"]:
+        console.print(f"  note: {escape(note)}", highlight=False)
 
 
 @app.command()
@@ -110,7 +134,7 @@ def diagnose(
     config_file: Annotated[Path | None, typer.Argument(help="YAML run config (optional).")] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher: embedded name, .gguf, HF dir or URL.")] = None,
     student: Annotated[str | None, typer.Option(help="Student: embedded name, .gguf or HF dir.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Domain name (arithmetic, gsm8k).")] = None,
+    domain: Annotated[str | None, typer.Option(help="Domain name (arithmetic, gsm8k, code, seed).")] = None,
     data_path: Annotated[Path | None, typer.Option(help="Domain data directory (e.g. GSM8K).")] = None,
     probes_per_module: Annotated[int | None, typer.Option(help="Probe items per module.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ioa.config import HTTPConfig, RunConfig
-from ioa.domains import get_domain
+from ioa.domains import get_domain, is_seed_domain
 from ioa.domains.base import Domain, Item, Module
+from ioa.domains.seeddata import SeedDataDomain, open_seed_domain
 from ioa.errors import ConfigError
 from ioa.graph import Edge
 from ioa.identifier import ModuleScore, build_graph, diagnose_scores, mastered_by_ratio
@@ -30,6 +31,7 @@ class Diagnosis:
     scores: list[ModuleScore]
     edges: list[Edge]
     rows: list[ProbeRow]
+    taxonomy: dict[str, Any] | None = None  # a seed-data domain's taxonomy summary (ioa.taxonomy.summary)
 
     def score(self, module: str) -> ModuleScore:
         return next(s for s in self.scores if s.module == module)
@@ -74,6 +76,16 @@ def open_teacher(config: RunConfig, run: RunDir, cache: CallCache) -> CachedMode
     return load_cached(config.teacher.spec, cache, config.teacher.n_ctx, http, accountant)
 
 
+def open_domain(
+    config: RunConfig, run: RunDir, teacher: ChatModel, progress: ProgressFactory | None = None
+) -> Domain:
+    """The configured domain. A seed-data domain first gets its taxonomy (DESIGN §2.1): read from its file
+    (domain.options.taxonomy, default runs/NAME/taxonomy.yaml) or built there by the teacher."""
+    if not is_seed_domain(config.domain):
+        return get_domain(config.domain)
+    return open_seed_domain(config.domain, teacher, run / "taxonomy.yaml", progress)
+
+
 def diagnose(
     config: RunConfig,
     run: RunDir,
@@ -81,19 +93,23 @@ def diagnose(
     teacher: ChatModel | None = None,
     student: ChatModel | None = None,
 ) -> Diagnosis:
-    """Probe both models on every module and write diagnosis/ (probe rows, scores, graph)."""
-    domain = get_domain(config.domain)
+    """Probe both models on every module and write diagnosis/ (probe rows, scores, graph). A seed-data domain
+    has the teacher build its taxonomy first; its prerequisites enter the graph as proposed edges."""
     cache = CallCache(run.cache_path)
     teacher = teacher or open_teacher(config, run, cache)
+    domain = open_domain(config, run, teacher, progress)
+    taxonomy = domain.summary() if isinstance(domain, SeedDataDomain) else None
     student = student or load_cached(config.student.spec, cache, config.student.n_ctx)
     icfg = config.identifier
+    # A seed-data domain adds what it serves (taxonomy, options): an edited taxonomy reruns the diagnosis.
     digest = inputs_hash(
         "diagnose", teacher.fingerprint, student.fingerprint, config.domain, icfg, config.seed,
         config.teacher.max_tokens, config.student.max_tokens,
+        *([domain.digest] if isinstance(domain, SeedDataDomain) else []),
     )
     out = run / "diagnosis"
     if run.is_done("diagnose", digest) and (out / "scores.json").exists():
-        return load_diagnosis(run)
+        return replace(load_diagnosis(run), taxonomy=taxonomy)
 
     modules = selected_modules(domain, config.domain.modules)
     items = probe_items(domain, modules, icfg.probes_per_module, config.seed)
@@ -110,7 +126,7 @@ def diagnose(
     teacher_acc = accuracy_by_module([r for r in rows if r.role == "teacher"])
     student_acc = accuracy_by_module([r for r in rows if r.role == "student"])
     ids = [m.id for m in modules]
-    edges = build_graph(ids, declared=declared_edges(modules), proposed=[], measured=[])
+    edges = build_graph(ids, declared=declared_edges(modules), proposed=proposed_edges(domain, ids), measured=[])
     scores = diagnose_scores(teacher_acc, student_acc, edges, icfg, mastered_by_ratio(config.organizer.tau_mastery))
 
     write_jsonl(out / "probes.jsonl", rows)
@@ -118,10 +134,22 @@ def diagnose(
                                      "probe_prompt": domain.messages(items[0])[0]["content"] if items else "",
                                      "scores": [s.to_dict() for s in scores]})
     write_json(out / "graph.json", {"nodes": ids, "edges": [edge_dict(e) for e in edges]})
+    if isinstance(domain, SeedDataDomain):
+        write_json(out / "taxonomy.json", taxonomy)
+        if domain.grades:  # judge verdicts with ROUGE-L beside them
+            write_jsonl(out / "judge.jsonl", domain.grades)
     run.mark_done("diagnose", digest, targets=[s.module for s in scores if s.target])
     run.event("diagnosed", targets=[s.module for s in scores if s.target], probes=len(rows),
               seconds=probing_seconds)
-    return Diagnosis(scores, edges, rows)
+    return Diagnosis(scores, edges, rows, taxonomy)
+
+
+def proposed_edges(domain: Domain, ids: list[str]) -> list[Edge]:
+    """The prerequisites a seed-data domain's teacher proposed, among the selected modules."""
+    if not isinstance(domain, SeedDataDomain):
+        return []
+    chosen = set(ids)
+    return [e for e in domain.proposed_edges() if e.prereq in chosen and e.module in chosen]
 
 
 def edge_dict(edge: Edge) -> dict[str, Any]:

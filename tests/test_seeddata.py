@@ -375,3 +375,47 @@ def test_diagnose_builds_the_taxonomy_then_uses_a_user_edit_on_rerun(data_dir: P
     assert scores["add"].student.n == 2  # 15 items now: two probes, where the 8 before gave one
     assert found.taxonomy is not None and found.taxonomy["edited_by_user"] and not found.taxonomy["built"]
     assert read_taxonomy(path).edited
+
+
+def test_ioa_diagnose_prints_the_taxonomy_and_the_per_module_table(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import ioa.diagnosis
+    from ioa import ui
+    from ioa.cli import app
+
+    monkeypatch.setattr(ioa.diagnosis, "open_teacher", lambda config, run, cache: SolvingTeacher())
+    monkeypatch.setattr(ioa.diagnosis, "load_cached", lambda spec, cache, n_ctx: Student())
+    monkeypatch.setattr(ui.console, "width", 400)
+    config = tmp_path / "seed.yaml"
+    config.write_text(json.dumps({"name": "cli-seed", "runs_dir": str(tmp_path / "runs"),
+                                  "domain": seed_config(data_dir).model_dump(mode="json"),
+                                  "identifier": {"probes_per_module": 5}}))  # fmt: skip
+    result = CliRunner().invoke(app, ["diagnose", str(config)])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "runs" / "cli-seed" / "taxonomy.yaml"
+    line = f"taxonomy: {path} (built by the teacher): 10 modules in 4 categories, 79 of 79 items assigned"
+    assert line in result.output
+    assert "Taxonomy (teacher-built" in result.output and "Diagnosis: smollm2-135m" in result.output
+    for module in IDS:  # both tables name every module
+        assert result.output.count(f" {module} ") >= 2, module
+
+
+REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k"
+
+
+@pytest.mark.skipif(not (REAL_DATA / "train.jsonl").is_file(), reason="GSM8K data not present")
+def test_the_gsm8k_seed_preset_loads_300_seeds_disjoint_from_the_benchmark() -> None:
+    from ioa.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "src" / "ioa" / "presets" / "gsm8k_seed.yaml")
+    assert config.domain.name == "seed" and config.domain.options["max_seed_items"] == 300
+    domain = config.domain.model_copy(update={"data_path": REAL_DATA})
+    data = load_seed_data(domain)
+    assert len(data.seeds) == 300 and len(data.benchmark) == 1319
+    assert all(r.steps is not None and r.answer for r in data.seeds)  # GSM8K shape: final answer and steps
+    test_prompts = {" ".join(r.prompt.split()) for r in data.benchmark}
+    assert not any(" ".join(r.prompt.split()) in test_prompts for r in data.seeds)
+    assert [r.id for r in data.benchmark][:2] == ["test-1", "test-2"]

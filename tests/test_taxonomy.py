@@ -24,6 +24,7 @@ from ioa.taxonomy import (
     merge_small_modules,
     nearest_modules,
     parse_hierarchy,
+    parse_labels,
     propose_edges,
     propose_modules,
     read_taxonomy,
@@ -156,6 +157,13 @@ def test_a_batch_with_no_usable_reply_is_classified_item_by_item() -> None:
     assert teacher.count("labels") == 1 + 6
     assert set(tax.assignments.values()) == {"add", "sub", "mul"} and len(tax.assignments) == 6
     assert (result.labelled, result.retried, result.fallback) == (0, 6, 0)
+
+
+def test_labels_are_repaired_from_titles_annotations_and_numbered_keys() -> None:
+    tax = taxonomy()
+    reply = json.dumps({"labels": {"Problem 1": "Multiplication", "#2": "div: Division", "3.": "area (Area)",
+                                   "4": "Clock Time", "5": "rates - speed", "6": "geometry"}})  # fmt: skip
+    assert parse_labels(reply, 7, tax) == ["mul", "div", "area", "clocks", "rates", None, None]
 
 
 def test_labels_as_a_list_in_item_order_are_accepted() -> None:

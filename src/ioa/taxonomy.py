@@ -259,7 +259,8 @@ def resolve_label(label: Any, taxonomy: Taxonomy) -> str | None:
     if not isinstance(label, str) or not label.strip():
         return None
     ids = set(taxonomy.ids)
-    for candidate in (label.strip(), snake(label)):
+    head = re.split(r"\s*[:(—]|\s-\s", label, maxsplit=1)[0]  # "add: Addition", "add (Addition)", "add - sums"
+    for candidate in (label.strip(), snake(label), snake(head)):
         if candidate in ids:
             return candidate
     by_title = {snake(m.title): m.id for m in taxonomy.modules}
@@ -274,7 +275,7 @@ def parse_labels(text: str, n: int, taxonomy: Taxonomy) -> list[str | None]:
         raw = {str(i): v for i, v in enumerate(raw, 1)}
     if not isinstance(raw, dict):
         raise InvalidReply("schema")
-    by_number = {str(k).strip().rstrip(".").lstrip("#"): v for k, v in raw.items()}
+    by_number = {m.group(): v for k, v in raw.items() if (m := re.search(r"\d+", str(k)))}  # "1", "#1", "Problem 1"
     return [resolve_label(by_number.get(str(i)), taxonomy) for i in range(1, n + 1)]
 
 
@@ -317,7 +318,7 @@ def classify_items(
     """Give every item (id → prompt) exactly one module of the taxonomy; assignments and fallbacks are added
     to `taxonomy` in place."""
     ids = list(items)
-    max_tokens = 32 + 16 * batch_size
+    max_tokens = 48 + 24 * batch_size  # {"1": "module_id", ...} with room for a fence or a word around it
     tick = progress("classifying seed items", len(ids)) if progress else (lambda n: None)
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     labels = _ask_labels(teacher, taxonomy, [[items[i] for i in b] for b in batches], max_tokens, tick)
@@ -325,7 +326,7 @@ def classify_items(
     missing = [i for i in ids if found[i] is None]
     if missing:  # one retry each, alone (a batch can confuse a small teacher)
         retry_tick = progress("classifying again, one by one", len(missing)) if progress else tick
-        for i, ls in zip(missing, _ask_labels(teacher, taxonomy, [[items[i]] for i in missing], 48, retry_tick),
+        for i, ls in zip(missing, _ask_labels(teacher, taxonomy, [[items[i]] for i in missing], 96, retry_tick),
                          strict=True):  # fmt: skip
             found[i] = ls[0]
     fallback = [i for i in ids if found[i] is None]
@@ -566,7 +567,10 @@ def _line_of(text: str, pattern: str, nth: int = 0) -> str:
 
 def read_taxonomy(path: Path) -> LoadedTaxonomy:
     """Read and validate a taxonomy file; every problem is one TaxonomyError naming the file, line and fix."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaxonomyError(f"{path} is not UTF-8 text ({exc.reason})", "save it as UTF-8, or delete it") from None
     lines = text.splitlines(keepends=True)
     head = 0
     while head < len(lines) and lines[head].startswith("#"):

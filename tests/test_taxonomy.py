@@ -56,11 +56,13 @@ def test_hierarchy_repairs_fences_prose_trailing_commas_ids_and_tiers() -> None:
         '{"categories": [{"title": "Number Sense", "modules": ['
         '{"id": "Place Value", "title": "Place value", "tier": 9},'
         '{"title": "Fractions & Ratios", "description": "parts of a whole", "tier": 0},'
+        '{"id": "Money", "tier": "tier 2"},'
+        '{"id": "Time", "tier": "hard"},'
         '{"id": "3d shapes", "tier": 3},]}]}\n```\nHope this helps!'
     )
     tax = parse_hierarchy(reply, 3, 40)
-    assert tax.ids == ["place_value", "fractions_ratios", "m_3d_shapes"]
-    assert [m.tier for m in tax.modules] == [5, 1, 3]  # clamped to 1..5
+    assert tax.ids == ["place_value", "fractions_ratios", "money", "time", "m_3d_shapes"]
+    assert [m.tier for m in tax.modules] == [5, 1, 2, 1, 3]  # clamped to 1..5, read from text, else 1
     assert list(tax.categories) == ["number_sense"]
     assert tax.module("m_3d_shapes").title == "m 3d shapes"
 
@@ -100,14 +102,15 @@ def test_propose_modules_retries_a_malformed_reply_with_the_problem_named() -> N
     assert tax.ids == IDS  # the third (default) reply
     calls = [r for k, r in teacher.calls if k == "hierarchy"]
     assert [r.params.temperature for r in calls] == [0.0, 0.7, 0.7]
-    assert "no_json" in calls[1].messages[-1][1] and "5 modules, need 10 to 40" in calls[2].messages[-1][1]
+    assert "could not be used (it held no JSON object)" in calls[1].messages[-1][1]
+    assert "could not be used (5 modules, need 10 to 40)" in calls[2].messages[-1][1]
     assert calls[0].response_format is not None  # structured output asked for where the backend can
 
 
 def test_propose_modules_raises_after_the_retries() -> None:
     teacher = FakeTeacher()
     teacher.replies["hierarchy"] = ["{broken"] * ATTEMPTS
-    with pytest.raises(TeacherReplyError, match=r"no usable module hierarchy in 3 tries \(last: invalid_json\)"):
+    with pytest.raises(TeacherReplyError, match=r"hierarchy in 3 tries \(last: its JSON was malformed\)"):
         propose_modules(teacher, ["a problem"], 10, 40)
     assert teacher.count("hierarchy") == ATTEMPTS
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ioa.adapter import InvalidReply, find_json_object
 from ioa.dedup import rouge_l, tokens
@@ -135,6 +135,13 @@ class _ProposedModule(BaseModel):
     tier: int = 1
     category: str = ""  # only in the flat shape {"modules": [...]}
 
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _tier(cls, value: Any) -> int:
+        """A tier the teacher wrote as "2", 2.0 or "tier 3" is repaired; anything else becomes 1."""
+        found = re.search(r"\d+", str(value))
+        return int(found.group()) if found else 1
+
 
 class _ProposedCategory(BaseModel):
     id: str = ""
@@ -155,6 +162,15 @@ HIERARCHY_TEXT = (
     '"modules": [{{"id": "<snake_case>", "title": "<title>", "description": "<one line: what it covers>", '
     '"tier": <1-5>}}]}}]}}'
 )
+
+
+# What went wrong with a reply, as the teacher is told on the retry (InvalidReply reasons).
+_PROBLEMS = {"no_json": "it held no JSON object", "invalid_json": "its JSON was malformed",
+             "schema": "its JSON did not have the asked shape"}  # fmt: skip
+
+
+def _problem(reason: str) -> str:
+    return _PROBLEMS.get(reason, reason)
 
 
 def hierarchy_messages(sample: Sequence[str], n_min: int, n_max: int, problem: str = "") -> list[Message]:
@@ -218,7 +234,7 @@ def propose_modules(
         try:
             return parse_hierarchy(reply, n_min, n_max)
         except InvalidReply as exc:
-            problem = exc.reason
+            problem = _problem(exc.reason)
     raise TeacherReplyError(
         f"the teacher ({teacher.name}) gave no usable module hierarchy in {ATTEMPTS} tries (last: {problem})",
         "use a stronger teacher, widen domain.options min_modules/max_modules, or write taxonomy.yaml yourself",
@@ -443,7 +459,7 @@ def propose_edges(teacher: ChatModel, taxonomy: Taxonomy, max_tokens: int = 1536
         try:
             found, dropped = parse_edges(teacher.generate([request])[0].text, taxonomy)
         except InvalidReply as exc:
-            problem = exc.reason
+            problem = _problem(exc.reason)
             continue
         for m in taxonomy.modules:
             m.prerequisites = found.get(m.id, [])

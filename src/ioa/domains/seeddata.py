@@ -372,8 +372,7 @@ class SeedDataDomain:
         if self.options.scoring == "code":
             meta |= {"tests": record.tests, "entry_point": record.entry_point}
         return Item(id=record.id, module=module, prompt=record.prompt, answer=record.answer,
-                    level=self.level(record, module),
-                    solution=record.solution, meta=meta)  # fmt: skip
+                    level=self.level(record, module), solution=record.solution, meta=meta)  # fmt: skip
 
 
 def open_seed_domain(

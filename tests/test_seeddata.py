@@ -419,3 +419,19 @@ def test_the_gsm8k_seed_preset_loads_300_seeds_disjoint_from_the_benchmark() -> 
     test_prompts = {" ".join(r.prompt.split()) for r in data.benchmark}
     assert not any(" ".join(r.prompt.split()) in test_prompts for r in data.seeds)
     assert [r.id for r in data.benchmark][:2] == ["test-1", "test-2"]
+
+
+def test_ioa_diagnose_reports_seed_data_problems_before_loading_any_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ioa import ui
+    from ioa.cli import app
+
+    monkeypatch.setenv("IOA_HOME", str(tmp_path / "home"))  # no models installed: loading one would fail first
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ui.console, "width", 400)
+    result = CliRunner().invoke(app, ["diagnose", "--domain", "seed", "--data-path", str(tmp_path / "none.jsonl")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().startswith(f"error: seed file {tmp_path / 'none.jsonl'} does not exist — ")

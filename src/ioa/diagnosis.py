@@ -11,7 +11,7 @@ from typing import Any
 from ioa.config import HTTPConfig, RunConfig
 from ioa.domains import get_domain, is_seed_domain
 from ioa.domains.base import Domain, Item, Module
-from ioa.domains.seeddata import SeedDataDomain, open_seed_domain
+from ioa.domains.seeddata import SeedDataDomain, load_seed_data, open_seed_domain
 from ioa.errors import ConfigError
 from ioa.graph import Edge
 from ioa.identifier import ModuleScore, build_graph, diagnose_scores, mastered_by_ratio
@@ -95,9 +95,12 @@ def diagnose(
 ) -> Diagnosis:
     """Probe both models on every module and write diagnosis/ (probe rows, scores, graph). A seed-data domain
     has the teacher build its taxonomy first; its prerequisites enter the graph as proposed edges."""
+    # Config and data errors first, before any model is loaded; a seed-data domain then needs the teacher.
+    known = None if is_seed_domain(config.domain) else get_domain(config.domain)
+    seed_data = load_seed_data(config.domain) if known is None else None
     cache = CallCache(run.cache_path)
     teacher = teacher or open_teacher(config, run, cache)
-    domain = open_domain(config, run, teacher, progress)
+    domain = known or open_seed_domain(config.domain, teacher, run / "taxonomy.yaml", progress, seed_data)
     taxonomy = domain.summary() if isinstance(domain, SeedDataDomain) else None
     student = student or load_cached(config.student.spec, cache, config.student.n_ctx)
     icfg = config.identifier

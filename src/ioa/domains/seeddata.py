@@ -380,10 +380,11 @@ def open_seed_domain(
     teacher: ChatModel,
     default_taxonomy: Path,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    data: SeedData | None = None,
 ) -> SeedDataDomain:
     """The seed-data domain with its taxonomy: read from its file, or built (and completed) by the teacher;
-    a judge-scored domain gets the teacher as its grader."""
-    data = load_seed_data(config)
+    a judge-scored domain gets the teacher as its grader. `data`: the config's seed data, when already loaded."""
+    data = data or load_seed_data(config)
     options = data.options
     path = options.taxonomy or default_taxonomy
     prompts = {r.id: r.prompt for r in data.seeds}

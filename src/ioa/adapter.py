@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ioa.config import AdapterConfig
 from ioa.dedup import Decontaminator, near_duplicates
 from ioa.domains.base import Domain, Item, Module
+from ioa.matching import TokenBudget, generate_within
 from ioa.models.base import ChatModel, ChatRequest, Message, SamplingParams
 
 Representation = Literal["bare", "short", "steps"]
@@ -37,6 +38,8 @@ STRATEGY_TEXT = {
     "plain_language": "Use short sentences and common words, with connectors like first, then, so.",
 }
 EASIER_TEXT = "The student is struggling: use even smaller steps and simpler words than usual."
+# Without the Adapter (the ablation): a plain request for the teacher's own step-by-step solution.
+PLAIN_TEXT = "Solve the problem step by step."
 
 SCHEMA_TEXT = (
     'Reply with ONE JSON object and nothing else: {"problem": <the problem>, "steps": [<step>, ...], '
@@ -92,12 +95,14 @@ class SynthesisResult:
     drops: Counter[str] = field(default_factory=Counter)
     generated: int = 0
     teacher_tokens: int = 0
+    budget_exhausted: bool = False  # a call was not sent: it might not have fitted the token budget
 
     def merge(self, other: SynthesisResult) -> None:
         self.samples += other.samples
         self.drops.update(other.drops)
         self.generated += other.generated
         self.teacher_tokens += other.teacher_tokens
+        self.budget_exhausted = self.budget_exhausted or other.budget_exhausted
 
 
 def strategies_on(cfg: AdapterConfig) -> list[str]:
@@ -107,7 +112,10 @@ def strategies_on(cfg: AdapterConfig) -> list[str]:
 def teaching_messages(
     module: Module, item: Item, cfg: AdapterConfig, easier: int = 0, representation: Representation = "steps"
 ) -> list[Message]:
-    """The teacher's prompt: role, strategies, schema, then the problem (answer key only for bare answers)."""
+    """The teacher's prompt: role, strategies, schema, then the problem (answer key only for bare answers).
+    Without the Adapter (cfg.enabled false): the plain step-by-step request, whatever the other settings."""
+    if not cfg.enabled:
+        return [{"role": "system", "content": f"{PLAIN_TEXT}\n{SCHEMA_TEXT}"}, {"role": "user", "content": item.prompt}]
     if representation == "bare":
         return [{"role": "system", "content": ANSWER_ONLY_TEXT}, {"role": "user", "content": item.prompt}]
     parts = [
@@ -206,8 +214,10 @@ def synthesise_module(
     lineage: dict[str, object],
     easier: int = 0,
     on_progress: Callable[[int], None] | None = None,
+    budget: TokenBudget | None = None,
 ) -> SynthesisResult:
-    """Teacher solutions for `items` (whose answers the domain knows), verified, deduplicated, clean."""
+    """Teacher solutions for `items` (whose answers the domain knows), verified, deduplicated, clean.
+    With a token `budget`, a call is only sent while its worst case still fits; the rest are not asked."""
     result = SynthesisResult(samples=[])
     pending = list(items)
     verified: list[tuple[Item, TeacherSolution, str]] = []
@@ -218,10 +228,16 @@ def synthesise_module(
             temperature=0.0 if attempt == 0 else 0.7, max_tokens=cfg.teacher_max_tokens, seed=attempt
         )
         retry: list[Item] = []
-        for start in range(0, len(pending), TEACHER_CHUNK):
+        start = 0
+        while start < len(pending):
             chunk = pending[start : start + TEACHER_CHUNK]
             prompts = [teaching_messages(module, item, cfg, easier, representation) for item in chunk]
-            replies = teacher.generate([ChatRequest.of(p, params) for p in prompts])
+            replies = generate_within(teacher, [ChatRequest.of(p, params) for p in prompts], budget)
+            if not replies:  # the token budget is spent: what was not asked is not a drop
+                result.budget_exhausted = True
+                break
+            chunk, prompts = chunk[: len(replies)], prompts[: len(replies)]  # the budget may cut a chunk short
+            start += len(chunk)
             for item, messages, reply in zip(chunk, prompts, replies, strict=True):
                 result.generated += 1
                 result.teacher_tokens += reply.prompt_tokens + reply.completion_tokens
@@ -234,6 +250,8 @@ def synthesise_module(
             if on_progress:
                 on_progress(len(chunk) - sum(1 for item in chunk if item in retry))
         pending = retry
+        if result.budget_exhausted:
+            break
     if on_progress and pending:
         on_progress(len(pending))
 
@@ -270,7 +288,7 @@ def synthesise_module(
 
 
 def _strategies_used(cfg: AdapterConfig, representation: Representation, easier: int) -> list[str]:
-    if representation == "bare":
+    if representation == "bare" or not cfg.enabled:
         return []
     return strategies_on(cfg) + (["easier"] if easier else [])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -115,6 +115,9 @@ class TrainingConfig(Strict):
 
 
 class IdentifierConfig(Strict):
+    # Off (ablation "without Identifier", `ioa bench`): teach every selected module with the same share of
+    # data, without gap-based selection or severity ranking. Probing still runs (the gates need P_T).
+    enabled: bool = True
     probes_per_module: int = Field(20, ge=1)
     tau_gap: float = Field(0.3, ge=0, le=1)
     tau_high: float = Field(0.9, ge=0, le=1)
@@ -133,6 +136,9 @@ class IdentifierConfig(Strict):
 
 
 class OrganizerConfig(Strict):
+    # Off (ablation "without Organizer", `ioa bench`): one stage with every target, trained once; no gate,
+    # no remediation, no bridging, no forgetting guard.
+    staged: bool = True
     tau_zpd: float = Field(0.15, ge=0, le=1)
     tau_mastery: float = Field(0.9, ge=0, le=1)
     gate_mode: Literal["point", "lcb"] = "lcb"
@@ -155,6 +161,10 @@ class OrganizerConfig(Strict):
 class AdapterConfig(Strict):
     """How the teacher writes training data (DESIGN §4)."""
 
+    # Off (ablation "without Adapter", `ioa bench`): the teacher's plain step-by-step solution: no strategies,
+    # no level ladder (items spread over all levels), representation steps, no calibration, no easier remedial
+    # data. The switches below are then ignored.
+    enabled: bool = True
     # The five teaching strategies, each on/off.
     concretization: bool = True
     decomposition: bool = True
@@ -191,6 +201,22 @@ class EvaluationConfig(Strict):
     batch_size: int = Field(16, ge=1)
 
 
+class DataBudgetConfig(Strict):
+    """A compute-matched run (`ioa bench`): stop writing data at max_samples verified samples or when the next
+    teacher call could take the run past max_teacher_tokens. Tokens count every teacher reply the run uses,
+    from the call cache or not (the method's own cost, as if it ran alone), diagnosis probing included.
+    With a budget, a request whose replies are dropped (wrong, duplicate, contaminated) is topped up with
+    fresh items, up to fill_rounds times. Unset: no limit (plain `ioa run`)."""
+
+    max_samples: int | None = Field(None, ge=0)
+    max_teacher_tokens: int | None = Field(None, ge=0)
+    fill_rounds: int = Field(3, ge=0)
+
+    @property
+    def active(self) -> bool:
+        return self.max_samples is not None or self.max_teacher_tokens is not None
+
+
 class RunConfig(Strict):
     """The resolved configuration of a run (written to runs/NAME/config.yaml)."""
 
@@ -206,6 +232,7 @@ class RunConfig(Strict):
     adapter: AdapterConfig = AdapterConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     accounting: AccountingConfig = AccountingConfig()
+    budget: DataBudgetConfig = DataBudgetConfig()
 
     @property
     def run_dir(self) -> Path:
@@ -243,3 +270,102 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------- ioa bench
+
+BenchMethod = Literal[
+    "ioa", "undistilled", "standard", "self_instruct", "llm2llm", "no_identifier", "no_organizer", "no_adapter"
+]
+BENCH_METHODS: tuple[str, ...] = get_args(BenchMethod)
+
+
+class BenchmarksConfig(Strict):
+    """What every method's final student (and the teacher, once) is scored on."""
+
+    # Held-out items of the run's domain (its benchmark split), per module, drawn with a bench-level seed that
+    # no run uses (arithmetic; for the gsm8k domain the GSM8K benchmark below is its held-out set).
+    domain_items_per_module: int = Field(24, ge=1)
+    # Extra modules of the domain scored besides the taught ones (to see forgetting of what was known).
+    extra_modules: list[str] = Field(default_factory=list)
+    # Code domain: HumanEval, its first humaneval_items problems in the published order (None = all 164).
+    humaneval_items: int | None = Field(None, ge=1)
+    # GSM8K test: the first gsm8k_items problems of test.jsonl in file order (None = all 1,319). 50 keeps a
+    # CPU bench affordable (a student answer is up to gsm8k_max_tokens tokens, the teacher's up to 512).
+    gsm8k: bool = True
+    gsm8k_items: int | None = Field(50, ge=1)
+    gsm8k_path: Path | None = None  # default ../shared/data/gsm8k (as the gsm8k domain)
+    gsm8k_max_tokens: int = Field(256, ge=8)
+    teacher_gsm8k_max_tokens: int = Field(512, ge=8)  # the teacher writes long GSM8K solutions (DESIGN §7)
+    seed: int = 1_000_003  # the held-out draw; distinct from the runs' seeds (0, 1, 2, ...)
+
+
+class BenchBudgetConfig(Strict):
+    """The compute match: every method may use IOA's verified samples N and teacher tokens T (per seed)."""
+
+    tolerance: float = Field(0.05, ge=0, lt=1)
+    # A method that spent T before it had N samples is short of samples: an error (it did not match), or,
+    # with "record", kept and marked token-limited in bench.md.
+    on_shortfall: Literal["error", "record"] = "error"
+
+
+class BaselinesConfig(Strict):
+    self_instruct_examples: int = Field(3, ge=1)  # seed problems shown per Self-Instruct request
+    self_instruct_temperature: float = Field(0.7, ge=0)
+    llm2llm_rounds: int = Field(2, ge=1)  # augmentation rounds (trainings: rounds + 1)
+    llm2llm_seed_fraction: float = Field(0.5, gt=0, le=1)  # share of N that is seed data
+    llm2llm_per_failure: int = Field(1, ge=1)  # new items per failed seed item (the last round fills up)
+
+
+class BootstrapConfig(Strict):
+    resamples: int = Field(10_000, ge=100)
+    seed: int = 0
+
+
+class BenchConfig(Strict):
+    """`ioa bench CONFIG`: methods × seeds in one harness, same teacher, student, seed data and budget."""
+
+    name: str = "bench"
+    benches_dir: Path = Path("benches")
+    seeds: int = Field(3, ge=1)
+    methods: list[BenchMethod] = Field(default_factory=lambda: list(BENCH_METHODS))  # type: ignore[arg-type]
+    run: RunConfig = RunConfig()
+    benchmarks: BenchmarksConfig = BenchmarksConfig()
+    budget: BenchBudgetConfig = BenchBudgetConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.benches_dir / self.name
+
+    @model_validator(mode="after")
+    def _methods(self) -> BenchConfig:
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods lists a method twice")
+        if not self.methods:
+            raise ValueError("methods is empty; name at least one of " + ", ".join(BENCH_METHODS))
+        return self
+
+
+def load_bench_config(path: Path) -> BenchConfig:
+    """A bench YAML (bench settings plus the IOA run config under `run:`); any problem is one ConfigError."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"bench config {path} does not exist", "check the path (e.g. the bench_small preset)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}", "fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings", "see src/ioa/presets/bench_small.yaml")
+    return bench_config_from_dict(raw, source=str(path))
+
+
+def bench_config_from_dict(raw: dict[str, Any], source: str = "bench config") -> BenchConfig:
+    try:
+        return BenchConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source), "fix or remove that setting") from None

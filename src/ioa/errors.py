@@ -38,3 +38,7 @@ class TeacherReplyError(IoaError):
 
 class BudgetExceededError(IoaError):
     """The run reached its teacher budget cap; it can be resumed with a larger cap."""
+
+
+class BudgetError(IoaError):
+    """A method of `ioa bench` did not use the same data budget (verified samples, teacher tokens) as IOA."""

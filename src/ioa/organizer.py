@@ -26,7 +26,7 @@ from ioa.graph import Edge, break_cycles, topological_layers
 from ioa.stats import Proportion
 
 GateMode = Literal["point", "lcb"]
-Outcome = Literal["in_progress", "mastered", "not_mastered"]
+Outcome = Literal["in_progress", "mastered", "not_mastered", "ungated"]
 
 # Float slack for threshold comparisons, so that 0.45 - 0.30 counts as a rise of exactly 0.15 and
 # 0.72 / 0.80 as a ratio of exactly 0.9. Not a threshold of the method.
@@ -322,14 +322,16 @@ TERMINAL = frozenset({Action.DONE, Action.GIVE_UP, Action.STOP})
 class StageState:
     """Everything the life-cycle needs to decide the next step, as facts; `next_action` derives the step.
 
-    The settings it needs (R_max, on_unmastered, whether to bridge) are copied in at `start`, so the state
-    in curriculum.json is self-describing and a resumed run decides exactly as before.
+    The settings it needs (R_max, on_unmastered, whether to bridge, whether to gate) are copied in at
+    `start`, so the state in curriculum.json is self-describing and a resumed run decides exactly as before.
+    An ungated stage (the "without Organizer" ablation) is synthesised, trained once, and done.
     """
 
     stage: Stage
     max_rounds: int
     on_unmastered: Literal["continue", "stop"]
     bridge: bool
+    gated: bool = True
     synthesised: bool = False
     needs_training: bool = False
     needs_gate: bool = False
@@ -341,9 +343,10 @@ class StageState:
     def start(cls, stage: Stage, config: OrganizerConfig, has_next_stage: bool) -> StageState:
         return cls(
             stage=stage,
-            max_rounds=config.max_remediation_rounds,
+            max_rounds=config.max_remediation_rounds if config.staged else 0,
             on_unmastered=config.on_unmastered,
-            bridge=has_next_stage and config.bridging_fraction > 0,
+            bridge=config.staged and has_next_stage and config.bridging_fraction > 0,
+            gated=config.staged,
         )
 
     @property
@@ -353,6 +356,8 @@ class StageState:
     @property
     def outcome(self) -> Outcome:
         action = next_action(self)
+        if not self.gated:
+            return "ungated" if action is Action.DONE else "in_progress"
         if action in (Action.GIVE_UP, Action.STOP):
             return "not_mastered"
         if self.last_gate is not None and self.last_gate.passed and not self.needs_gate:
@@ -383,11 +388,14 @@ class StageState:
 
 def next_action(state: StageState) -> Action:
     """DESIGN §5 for one stage: synthesise → train → gate; while the gate fails and rounds < R_max:
-    remediate → train → gate; then bridge (if mastered and a stage follows) and finish."""
+    remediate → train → gate; then bridge (if mastered and a stage follows) and finish. An ungated stage
+    finishes after its one training."""
     if not state.synthesised:
         return Action.SYNTHESISE
     if state.needs_training:
         return Action.TRAIN
+    if not state.gated:
+        return Action.DONE
     if state.needs_gate:
         return Action.GATE
     gate = state.last_gate

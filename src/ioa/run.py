@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +31,10 @@ from ioa.domains.base import Domain, Module
 from ioa.evaluation import Comparison, fresh_items, load_student_model, pooled, score
 from ioa.graph import Edge
 from ioa.identifier import build_graph, gap, measured_edges
+from ioa.matching import TokenBudget, loop_spend
+from ioa.models.base import ChatModel
 from ioa.models.cache import CachedModel, CallCache
+from ioa.models.resolve import load_cached
 from ioa.organizer import (
     TERMINAL,
     Action,
@@ -39,6 +42,7 @@ from ioa.organizer import (
     Stage,
     StageState,
     bridging_plan,
+    difficulty,
     forgetting_check,
     gate_item_count,
     mastery_gate,
@@ -151,6 +155,8 @@ class Loop:
     curriculum: Curriculum
     reporter: Reporter
     decontaminator: Decontaminator
+    # A budgeted run's token meter: what it learned about call sizes carries over from one request to the next.
+    tokens: TokenBudget = field(default_factory=TokenBudget)
 
     @property
     def student(self) -> str:
@@ -195,17 +201,38 @@ class Loop:
     def write_data(self, requests: Sequence[DataRequest], path: Path, seed: int, lineage: dict[str, Any],
                    label: str) -> list[Sample]:
         """Synthesise (cached teacher calls), then write data + accounting atomically."""
+        samples_left, budget = self.data_budget()
+        if samples_left is not None:
+            requests = _capped(requests, samples_left)
         total = sum(r.count for r in requests)
         start = time.perf_counter()
         result = synthesise(self.teacher, self.domain, self.modules, requests, self.config.adapter,
                             self.decontaminator, seed, {"run": self.config.name, **lineage},
-                            on_progress=self.reporter.bar(label, total))
+                            on_progress=self.reporter.bar(label, total), budget=budget,
+                            fill_rounds=self.config.budget.fill_rounds if self.config.budget.active else 0)
         write_jsonl(path, result.samples)
         write_json(path.with_suffix(".accounting.json"), _accounting(result, requests))
         self.run.event("synthesised", file=str(path.relative_to(self.run.path)), kept=len(result.samples),
                        generated=result.generated, drops=dict(result.drops), teacher_tokens=result.teacher_tokens,
                        seconds=time.perf_counter() - start)
         return result.samples
+
+    def data_budget(self) -> tuple[int | None, TokenBudget | None]:
+        """Verified samples and teacher tokens still allowed by config.budget (None, None: no budget)."""
+        cfg = self.config.budget
+        if not cfg.active:
+            return None, None
+        spent = loop_spend(self.run.path)
+        samples = None if cfg.max_samples is None else max(0, cfg.max_samples - spent.samples)
+        limit = cfg.max_teacher_tokens
+        self.tokens.left = None if limit is None else max(0, limit - spent.teacher_tokens)
+        self.tokens.exhausted = False
+        return samples, self.tokens
+
+    def budget_spent(self) -> bool:
+        """True once a budgeted run has all its samples or held back a teacher call for lack of tokens."""
+        cfg = self.config.budget
+        return cfg.active and loop_spend(self.run.path, cfg.max_samples).stopped_by != "plan"
 
     def train_on(self, samples: Sequence[Sample], out: Path, label: str) -> str:
         if not samples:
@@ -223,6 +250,15 @@ class Loop:
         return str(out)
 
 
+def _capped(requests: Sequence[DataRequest], n: int) -> list[DataRequest]:
+    """The requests, in order, cut down to n samples in all."""
+    out = []
+    for r in requests:
+        out.append(replace(r, count=min(r.count, n)))
+        n -= out[-1].count
+    return out
+
+
 def _accounting(result: SynthesisResult, requests: Sequence[DataRequest]) -> dict[str, Any]:
     per_module: dict[str, dict[str, int]] = {}
     for r in requests:
@@ -230,7 +266,8 @@ def _accounting(result: SynthesisResult, requests: Sequence[DataRequest]) -> dic
     for s in result.samples:
         per_module.setdefault(s.module, {"requested": 0, "kept": 0})["kept"] += 1
     return {"generated": result.generated, "kept": len(result.samples), "drops": dict(result.drops),
-            "teacher_tokens": result.teacher_tokens, "modules": per_module}
+            "teacher_tokens": result.teacher_tokens, "modules": per_module,
+            "budget_exhausted": result.budget_exhausted}
 
 
 def _load_samples(path: Path) -> list[Sample]:
@@ -240,14 +277,21 @@ def _load_samples(path: Path) -> list[Sample]:
 # -------------------------------------------------------------------------------------- set-up
 
 
-def open_loop(config: RunConfig, reporter: Reporter) -> Loop:
+def open_loop(config: RunConfig, reporter: Reporter, *, teacher: CachedModel | None = None,
+              cache: CallCache | None = None) -> Loop:
+    """A run's loop. `teacher` and `cache` (given together by `ioa bench`) share one loaded teacher and one
+    call cache between runs; by default the run has its own (runs/NAME/cache.sqlite)."""
     run = RunDir(config.run_dir)
     atomic_write_text(run / "config.yaml", dump_config(config))
     domain = get_domain(config.domain)
     modules = {m.id: m for m in selected_modules(domain, config.domain.modules)}
-    cache = CallCache(run.cache_path)
-    teacher = open_teacher(config, run, cache)
-    diagnosis = diagnose(config, run, progress=reporter.bar, teacher=teacher)
+    student: ChatModel | None = None
+    if cache is None:
+        cache = CallCache(run.cache_path)
+    else:  # the student's probe answers go to the shared cache too
+        student = load_cached(config.student.spec, cache, config.student.n_ctx)
+    teacher = teacher or open_teacher(config, run, cache)
+    diagnosis = diagnose(config, run, progress=reporter.bar, teacher=teacher, student=student)
     # Training data must not overlap what measures the student: the probes and the final benchmark items.
     # (Gate items come from their own split, which the domain keeps disjoint from training.)
     protected = probe_items(domain, list(modules.values()), config.identifier.probes_per_module, config.seed)
@@ -262,14 +306,33 @@ def open_loop(config: RunConfig, reporter: Reporter) -> Loop:
     return Loop(config, run, domain, modules, teacher, cache, diagnosis, curriculum, reporter, decontaminator)
 
 
-def new_curriculum(config: RunConfig, run: RunDir, diagnosis: Diagnosis, domain: Domain) -> Curriculum:
+def teaching_targets(config: RunConfig, diagnosis: Diagnosis) -> list[str]:
+    """What the run teaches: the Identifier's targets, or without it every selected module (uniform share)."""
+    if config.identifier.enabled:
+        return diagnosis.targets
+    return [s.module for s in diagnosis.scores]
+
+
+def plan_curriculum(config: RunConfig, diagnosis: Diagnosis, max_level: int) -> tuple[list[Stage], dict[str, int]]:
+    """The stages and each target's entry level on the difficulty ladder. Without the Organizer: one stage
+    holding every target (it is trained once, ungated)."""
+    targets = teaching_targets(config, diagnosis)
     gaps = {s.module: s.gap for s in diagnosis.scores}
-    stages = plan_stages(diagnosis.targets, diagnosis.edges, gaps, config.organizer.tau_zpd)
-    student = ensure_base_student(config, run)
+    if config.organizer.staged:
+        stages = plan_stages(targets, diagnosis.edges, gaps, config.organizer.tau_zpd)
+    else:
+        mean = sum(difficulty(gaps[t]) for t in targets) / len(targets) if targets else 0.0
+        stages = [Stage(0, tuple(targets), mean, 0, note="one stage, no gate (Organizer off)")] if targets else []
     levels = {}
-    for module in diagnosis.targets:
+    for module in targets:
         by_level = accuracy_by_level([r for r in diagnosis.rows if r.role == "student"], module)
-        levels[module] = start_level(by_level, domain.levels, config.organizer.tau_level, config.organizer.level_mode)
+        levels[module] = start_level(by_level, max_level, config.organizer.tau_level, config.organizer.level_mode)
+    return stages, levels
+
+
+def new_curriculum(config: RunConfig, run: RunDir, diagnosis: Diagnosis, domain: Domain) -> Curriculum:
+    stages, levels = plan_curriculum(config, diagnosis, domain.levels)
+    student = ensure_base_student(config, run)
     curriculum = Curriculum(stages=stages, student=_stored_path(Path(student), run), levels=levels,
                             edges=[edge_dict(e) for e in diagnosis.edges])
     return curriculum
@@ -309,6 +372,8 @@ def stage_requests(loop: Loop, stage: Stage, per_module: int) -> list[DataReques
 
 
 def _representation(loop: Loop, module: str) -> Representation:
+    if not loop.config.adapter.enabled:  # plain teacher solutions, shown as they are written
+        return "steps"
     chosen = loop.config.adapter.representation
     if chosen != "auto":
         return chosen
@@ -322,7 +387,7 @@ def calibrate(loop: Loop) -> None:
     cfg = loop.config.adapter
     targets = [m for s in loop.curriculum.stages for m in s.modules]
     todo = [m for m in targets if m not in loop.curriculum.representation]
-    if cfg.representation != "auto" or not todo or len(cfg.candidates) < 2:
+    if not cfg.enabled or cfg.representation != "auto" or not todo or len(cfg.candidates) < 2:
         return
     cdir = loop.run / "calibration"
     requests = [DataRequest(m, cfg.pilot_samples_per_module, loop.curriculum.levels.get(m, 1), "steps")
@@ -407,8 +472,9 @@ def step_remediate(loop: Loop, stage: Stage, state: StageState) -> None:
     samples_given = {m: loop.config.adapter.samples_per_module for m in stage.modules}
     plan = remediation_plan(state, samples_given, loop.config.organizer.remediation_fraction,
                             levels={m: loop.curriculum.levels.get(m, 1) for m in stage.modules})
+    easier = plan.easier_by if loop.config.adapter.enabled else 0  # "simpler" is the Adapter's doing
     requests = [DataRequest(m, plan.samples[m], plan.levels.get(m, 1), _representation(loop, m),
-                            easier=plan.easier_by) for m in plan.modules]
+                            easier=easier) for m in plan.modules]
     seed = derived_seed(loop.config.seed, "remedial", stage.index, plan.round)
     loop.write_data(requests, loop.stage_dir(stage) / f"remedial-{plan.round}.jsonl", seed,
                     {"stage": stage.index + 1, "purpose": "remedial", "round": plan.round},
@@ -449,6 +515,12 @@ def run_stage(loop: Loop, stage: Stage) -> StageState:
         elif action is Action.GATE:
             gate = step_gate(loop, stage, state)
         elif action is Action.REMEDIATE:
+            if loop.budget_spent():  # a compute-matched run has nothing left to remediate with
+                loop.run.event("budget_spent", stage=stage.index + 1, round=state.rounds)
+                state = replace(state, max_rounds=state.rounds)
+                cur.states[stage.index] = state
+                loop.save()
+                continue
             step_remediate(loop, stage, state)
         elif action is Action.BRIDGE:
             step_bridge(loop, stage)
@@ -462,7 +534,7 @@ def finish_stage(loop: Loop, stage: Stage, state: StageState) -> None:
     """Forgetting guard, snapshot, graph re-estimation and re-planning of what is left."""
     cur, cfg = loop.curriculum, loop.config
     action = next_action(state)
-    if action is Action.DONE:
+    if state.outcome == "mastered":
         cur.mastered = sorted({*cur.mastered, *stage.modules})
     loop.run.event("stage_done", stage=stage.index + 1, outcome=state.outcome)
     earlier = [m for m in cur.mastered if m not in stage.modules]
@@ -515,13 +587,23 @@ class RunSummary:
         return Comparison("targeted (pooled)", before, after)
 
 
-def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
+def run(config: RunConfig, reporter: Reporter | None = None, *, teacher: CachedModel | None = None,
+        cache: CallCache | None = None) -> RunSummary:
     start = time.perf_counter()
     reporter = reporter or QuietReporter()
-    loop = open_loop(config, reporter)
+    loop = open_loop(config, reporter, teacher=teacher, cache=cache)
+    teach(loop)
+    summary = final_evaluation(loop)
+    summary.seconds = time.perf_counter() - start
+    loop.run.event("run_done", seconds=summary.seconds)
+    return summary
+
+
+def teach(loop: Loop) -> None:
+    """Everything between diagnosis and the final evaluation: snapshot, calibration, the stages."""
     loop.save()
     if not loop.curriculum.stages:
-        reporter.info("no deficient module: nothing to teach")
+        loop.reporter.info("no deficient module: nothing to teach")
     if not loop.curriculum.snapshots:
         loop.snapshot("initial")
         loop.save()
@@ -529,10 +611,6 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     while (stage := loop.curriculum.next_stage()) is not None:
         state = run_stage(loop, stage)
         finish_stage(loop, stage, state)
-    summary = final_evaluation(loop)
-    summary.seconds = time.perf_counter() - start
-    loop.run.event("run_done", seconds=summary.seconds)
-    return summary
 
 
 def final_evaluation(loop: Loop) -> RunSummary:
@@ -545,7 +623,7 @@ def final_evaluation(loop: Loop) -> RunSummary:
     after = loop.evaluate(loop.student, modules, n, seed, "benchmark", "final evaluation: student after")
     comparisons = [Comparison(m, before[m], after[m]) for m in modules]
     final = publish_student(loop)
-    summary = RunSummary(loop.run.path, comparisons, loop.diagnosis.targets, final, 0.0,
+    summary = RunSummary(loop.run.path, comparisons, teaching_targets(cfg, loop.diagnosis), final, 0.0,
                          [s.to_dict() for s in loop.curriculum.states.values()])
     write_json(loop.run / "final.json", {
         "targets": summary.targets, "comparisons": [c.to_dict() for c in comparisons],

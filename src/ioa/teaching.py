@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ioa.adapter import Representation, Sample, SynthesisResult, synthesise_module
 from ioa.config import AdapterConfig
 from ioa.dedup import Decontaminator
 from ioa.domains.base import Domain, Item, Module
+from ioa.matching import TokenBudget
 from ioa.models.base import ChatModel
 from ioa.organizer import next_level
 
@@ -57,6 +58,14 @@ class DataRequest:
     easier: int = 0
 
 
+def request_items(domain: Domain, req: DataRequest, cfg: AdapterConfig, seed: int) -> list[Item]:
+    """The training items of one request: on the difficulty ladder from the request's level, or, without the
+    Adapter (no level adaptation), spread evenly over all of the domain's levels."""
+    if not cfg.enabled:
+        return domain.items(req.module, req.count, seed, split="train")
+    return items_for(domain, req.module, ladder(req.level, domain.levels, req.count), seed)
+
+
 def synthesise(
     teacher: ChatModel,
     domain: Domain,
@@ -67,20 +76,41 @@ def synthesise(
     seed: int,
     lineage: dict[str, object],
     on_progress: Callable[[int], None] | None = None,
+    *,
+    budget: TokenBudget | None = None,
+    fill_rounds: int = 0,
 ) -> SynthesisResult:
+    """Verified samples for every request. With `fill_rounds`, a request that kept fewer samples than it
+    asked for (drops) draws fresh items (new seeds, prompts not tried before) for the shortfall, up to that
+    many times; with a token `budget`, synthesis stops where the next call might not fit."""
     total = SynthesisResult(samples=[])
     for req in requests:
-        if req.count <= 0:
+        if req.count <= 0 or total.budget_exhausted:
             continue
-        levels = ladder(req.level, domain.levels, req.count)
-        items = items_for(domain, req.module, levels, derived_seed(seed, req.module))
-        total.merge(
-            synthesise_module(
-                teacher, domain, modules[req.module], items, cfg, req.representation, decontaminator,
-                lineage, easier=req.easier, on_progress=on_progress,
-            )
-        )
+        items = request_items(domain, req, cfg, derived_seed(seed, req.module))
+        tried = {item.prompt for item in items}
+        kept = _merge(total, synthesise_module(
+            teacher, domain, modules[req.module], items, cfg, req.representation, decontaminator,
+            lineage, easier=req.easier, on_progress=on_progress, budget=budget,
+        ))
+        for fill in range(1, fill_rounds + 1):
+            want = req.count - kept
+            if want <= 0 or total.budget_exhausted:
+                break
+            more = request_items(domain, replace(req, count=want), cfg, derived_seed(seed, req.module, "fill", fill))
+            more = [item for item in more if item.prompt not in tried]
+            tried |= {item.prompt for item in more}
+            if more:
+                kept += _merge(total, synthesise_module(
+                    teacher, domain, modules[req.module], more, cfg, req.representation, decontaminator,
+                    {**lineage, "fill": fill}, easier=req.easier, on_progress=on_progress, budget=budget,
+                ))
     return total
+
+
+def _merge(total: SynthesisResult, part: SynthesisResult) -> int:
+    total.merge(part)
+    return len(part.samples)
 
 
 def as_examples(samples: Sequence[Sample]) -> list[dict[str, object]]:

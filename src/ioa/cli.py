@@ -364,6 +364,63 @@ def _dry_run(config: RunConfig) -> None:
     console.print(table)
 
 
+def _bench(cfg: Any) -> None:
+    from rich.table import Table
+
+    from ioa.bench import TITLES, run_bench
+    from ioa.ui import console, reporter
+
+    with reporter() as rep:
+        result = run_bench(cfg, rep)
+    names = list(result["benchmarks"])
+    table = Table(title=f"Bench {cfg.name}: seeds {', '.join(map(str, result['seeds']))}")
+    columns = ["method", *(f"{n} % [retention] (p vs IOA)" for n in names), "samples", "teacher tokens", "budget"]
+    for col in columns:
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for method, s in result["summary"].items():
+        cells = []
+        for n in names:
+            b = s["benchmarks"][n]
+            std = f" ± {100 * b['std']:.1f}" if b["std"] is not None else ""
+            ret = f" [{b['retention']:.2f}]" if b["retention"] is not None else ""
+            sig = result["significance"].get(method, {}).get(n)
+            cells.append(f"{100 * b['mean']:.1f}{std}{ret}" + (f" (p {sig['p_value']:.3f})" if sig else ""))
+        ratio = f" (×{s['token_ratio']:.2f})" if s["token_ratio"] is not None else ""
+        table.add_row(TITLES.get(method, method), *cells, f"{s['samples']:.0f}", f"{s['teacher_tokens']:,.0f}{ratio}",
+                      ", ".join(x.replace("_", "-") for x in s["budget_status"]))
+    console.print(table)
+    console.print(f"bench.json: {cfg.bench_dir / 'bench.json'}", highlight=False, soft_wrap=True)
+    console.print(f"bench.md: {cfg.bench_dir / 'bench.md'}", highlight=False, soft_wrap=True)
+
+
+@app.command("bench")
+def bench_command(
+    config_file: Annotated[Path, typer.Argument(
+        help="Bench YAML (bench settings; the IOA run config under `run:`), or a preset name (bench_small).")],
+    out: Annotated[Path | None, typer.Option(help="Bench directory (default benches/NAME).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per method (default: the config's).")] = None,
+    methods: Annotated[str | None, typer.Option(
+        help="Comma-separated methods, e.g. undistilled,standard (IOA always runs: it sets the budget).")] = None,
+) -> None:
+    """IOA against compute-matched baselines and its ablations, methods × seeds: bench.json and bench.md.
+    Rerun the same command to resume (finished cells are skipped)."""
+    from ioa.config import bench_config_from_dict, load_bench_config
+
+    try:
+        if not config_file.exists() and preset(str(config_file)).exists():
+            config_file = preset(str(config_file))
+        data = load_bench_config(config_file).model_dump(mode="json")
+        if out is not None:
+            data["benches_dir"], data["name"] = str(out.parent), out.name
+        if seeds is not None:
+            data["seeds"] = seeds
+        if methods is not None:
+            data["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
+        _bench(bench_config_from_dict(data, source=str(config_file)))
+    except (IoaError, OSError) as exc:
+        raise _fail(exc) from None
+
+
 def preset(name: str) -> Path:
     return Path(__file__).parent / "presets" / f"{name}.yaml"
 

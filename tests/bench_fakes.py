@@ -64,8 +64,10 @@ class FakeTeacher:
             a = base[0] + 1 + request.params.seed * 3 + _h(user) % 50
             b = (base[1] if len(base) > 1 else 2) + request.params.seed
             problem = f"What is {a} + {b}?"
-            return json.dumps({"problem": problem, "steps": [f"{a} + {b} = {self._answer(problem)}."],
-                               "final_answer": self._answer(problem)})
+            written = self._answer(problem)
+            if self.wrong_every and _h(problem, "write") % self.wrong_every == 0:
+                written = str(int(written) + 2)  # a slip while writing: the independent solve disagrees
+            return json.dumps({"problem": problem, "steps": [f"{a} + {b} = {written}."], "final_answer": written})
         if "answer keys" in system:
             return json.dumps({"final_answer": self._answer(user)})
         if "JSON" in system:  # a worked solution (with or without the Adapter's strategies)

@@ -507,3 +507,58 @@ def test_ioa_bench_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert result.exit_code == 2
     assert [line for line in result.output.splitlines() if line.startswith("error:")]
     assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------------------ real models
+
+
+@pytest.mark.models
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_ioa_bench_end_to_end_with_real_models(tmp_path: Path) -> None:
+    """`ioa bench` on the embedded 0.5B teacher and SmolLM2: 1 seed, IOA + undistilled + standard distillation,
+    tiny numbers everywhere (a few minutes on 2 cores)."""
+    import subprocess
+    import sys
+
+    from ioa.models.registry import embedded, installed_path
+
+    for name in ("qwen2.5-coder-0.5b", "smollm2-135m"):
+        if installed_path(embedded(name)) is None:
+            pytest.skip(f"{name} is not installed (ioa models install {name})")
+    gsm8k = Path("../shared/data/gsm8k").resolve()
+    config = {
+        "name": "tiny", "benches_dir": str(tmp_path), "seeds": 1, "methods": ["ioa", "undistilled", "standard"],
+        "run": {
+            "teacher": {"spec": "qwen2.5-coder-0.5b", "max_tokens": 96},
+            "student": {"spec": "smollm2-135m", "max_tokens": 48},
+            "domain": {"name": "arithmetic", "modules": ["single_digit_add", "multi_digit_add"]},
+            "identifier": {"probes_per_module": 4},
+            "organizer": {"gate_items_per_module": 6, "gate_mode": "point", "max_remediation_rounds": 0},
+            "adapter": {"representation": "bare", "samples_per_module": 6},
+            "training": {"epochs": 1},
+            "evaluation": {"student_max_tokens": 32},
+        },
+        "benchmarks": {"domain_items_per_module": 4, "gsm8k": gsm8k.is_dir(), "gsm8k_items": 3,
+                       "gsm8k_path": str(gsm8k), "gsm8k_max_tokens": 48, "teacher_gsm8k_max_tokens": 128},
+        "budget": {"on_shortfall": "record"},
+        "bootstrap": {"resamples": 1000},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "ioa.cli", "bench", str(path)], capture_output=True, text=True,
+                          timeout=3500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "tiny" / "bench.json").read_text())
+    benchmarks = {"arithmetic", "gsm8k"} if gsm8k.is_dir() else {"arithmetic"}
+    assert set(result["benchmarks"]) == benchmarks
+    cells = {(c["method"], c["seed"]): c for c in result["cells"]}
+    assert set(cells) == {("ioa", 0), ("undistilled", 0), ("standard", 0)}
+    for cell in cells.values():
+        assert set(cell["results"]) == benchmarks
+        for name in benchmarks:
+            assert len(cell["results"][name]["correct"]) == len(result["benchmarks"][name]["items"])
+    assert cells[("ioa", 0)]["spend"]["samples"] > 0
+    assert cells[("standard", 0)]["spend"]["teacher_tokens"] <= 1.05 * cells[("ioa", 0)]["spend"]["teacher_tokens"]
+    assert set(result["significance"]) == {"undistilled", "standard"}
+    assert (tmp_path / "tiny" / "bench.md").exists()

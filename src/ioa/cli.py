@@ -370,8 +370,23 @@ def _bench(cfg: Any) -> None:
     from ioa.bench import TITLES, run_bench
     from ioa.ui import console, reporter
 
+    class Tidy:
+        """The run's reporter, but finished bars go away at every message: a bench has hundreds of them."""
+
+        def __init__(self, rich: Any) -> None:
+            self.rich = rich
+
+        def bar(self, description: str, total: int) -> Any:
+            return self.rich.bar(description, total)
+
+        def info(self, message: str) -> None:
+            for task in list(self.rich.progress.tasks):
+                if task.finished:
+                    self.rich.progress.remove_task(task.id)
+            self.rich.info(message)
+
     with reporter() as rep:
-        result = run_bench(cfg, rep)
+        result = run_bench(cfg, Tidy(rep))
     names = list(result["benchmarks"])
     table = Table(title=f"Bench {cfg.name}: seeds {', '.join(map(str, result['seeds']))}")
     columns = ["method", *(f"{n} % [retention] (p vs IOA)" for n in names), "samples", "teacher tokens", "budget"]

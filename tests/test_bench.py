@@ -141,9 +141,17 @@ def test_running_out_of_tokens_before_n_is_an_error_or_recorded() -> None:
     assert check_budget("self_instruct", short, BUDGET, on_shortfall="record").status == "token_limited"
 
 
-def test_stopping_short_with_tokens_left_is_always_an_error() -> None:
+def test_stopping_short_with_tokens_left_is_under_used() -> None:
     with pytest.raises(BudgetError, match="tokens left"):
-        check_budget("llm2llm", Spend(60, 5_000, "plan"), BUDGET, on_shortfall="record")
+        check_budget("llm2llm", Spend(60, 5_000, "plan"), BUDGET)
+    assert check_budget("llm2llm", Spend(60, 5_000, "plan"), BUDGET, on_shortfall="record").status == "under_used"
+
+
+def test_overspending_is_an_error_even_when_shortfalls_are_recorded() -> None:
+    with pytest.raises(BudgetError):
+        check_budget("standard", Spend(100, 11_000, "tokens"), BUDGET, on_shortfall="record")
+    with pytest.raises(BudgetError):
+        check_budget("standard", Spend(110, 9_000, "samples"), BUDGET, on_shortfall="record")
 
 
 def test_reference_and_exempt_methods() -> None:
@@ -378,7 +386,7 @@ def test_every_method_keeps_to_the_budget(bench: tuple[BenchConfig, dict[str, An
             continue
         assert b["teacher_tokens"] <= 1.05 * t
         assert b["samples"] <= 1.05 * n
-        assert b["status"] in ("reference", "matched", "cheaper", "token_limited")
+        assert b["status"] in ("reference", "matched", "cheaper", "token_limited", "under_used")
         if b["status"] == "token_limited":
             assert cell["spend"]["stopped_by"] == "tokens"
         else:
@@ -436,6 +444,10 @@ def test_a_bench_directory_refuses_another_config(
     changed = cfg.model_copy(update={"benchmarks": cfg.benchmarks.model_copy(update={"gsm8k_items": 3})})
     with pytest.raises(ConfigError, match="another bench config"):
         run_bench(changed, teacher=FakeTeacher())
+    # What only changes the report is allowed: the shortfall rule, the bootstrap.
+    relaxed = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"on_shortfall": "error"}),
+                                     "bootstrap": cfg.bootstrap.model_copy(update={"resamples": 200})})
+    assert run_bench(relaxed, teacher=FakeTeacher())["config"]["bootstrap"]["resamples"] == 200
 
 
 def test_markdown_from_constructed_results() -> None:

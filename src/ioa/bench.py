@@ -212,9 +212,12 @@ def _check_same_config(cfg: BenchConfig, bench_dir: RunDir) -> None:
         return
     old = yaml.safe_load(path.read_text()) or {}
     new = cfg.model_dump(mode="json")
-    for key in ("seeds", "methods", "name", "benches_dir"):
+    # What only changes the reporting (or which cells exist) may differ; what shapes a cell may not.
+    for key in ("seeds", "methods", "name", "benches_dir", "bootstrap"):
         old.pop(key, None)
         new.pop(key, None)
+    for d in (old, new):
+        d.get("budget", {}).pop("on_shortfall", None)
     if old != new:
         raise ConfigError(f"{bench_dir.path} was made with another bench config",
                           "give the bench a new name (or --out), or delete that directory")
@@ -307,10 +310,12 @@ def run_cell(bench: Bench, method: str, seed: int, budget: Spend | None) -> dict
         assert budget is not None
         check = check_budget(method, spend, budget, cfg.budget.tolerance, cfg.budget.on_shortfall,
                              exempt=method == "undistilled")
+    seconds = time.perf_counter() - start
+    scoring = time.perf_counter()
     results = bench.score_student(student, f"seed {seed} {method}")
     cell = {
         "method": method, "seed": seed, "spend": spend.to_dict(), "budget": check.to_dict(),
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": round(seconds, 1), "eval_seconds": round(time.perf_counter() - scoring, 1),
         "teacher_calls_paid": getattr(bench.teacher, "misses", 0) - misses,
         "student": _relative(Path(student), bench.dir.path), "results": results,
     }
@@ -419,6 +424,11 @@ def forgetting(before: Mapping[str, float], after: Mapping[str, float], teacher:
     return max(0.0, max(before[m] - after.get(m, 0.0) for m in mastered))
 
 
+def largest_drop(before: Mapping[str, float], after: Mapping[str, float]) -> float:
+    """The largest accuracy drop, before → after, over every module (0 when none fell)."""
+    return max([0.0, *(b - after.get(m, 0.0) for m, b in before.items())])
+
+
 def _acc(counts: Mapping[str, Sequence[int]]) -> dict[str, float]:
     return {m: c / n if n else 0.0 for m, (c, n) in counts.items()}
 
@@ -450,6 +460,8 @@ def summarise(cfg: BenchConfig, benchmarks: Sequence[Benchmark], teacher: Mappin
                             _acc(teacher[first]["modules"]), cfg.run.organizer.tau_mastery) for c in mine]
         known = [d for d in drops if d is not None]
         entry["forgetting"] = sum(known) / len(known) if known else None
+        entry["largest_drop"] = mean_std([largest_drop(_acc(base[first]["modules"]),
+                                                       _acc(c["results"][first]["modules"])) for c in mine])[0]
         entry["samples"] = mean_std([c["spend"]["samples"] for c in mine])[0]
         entry["teacher_tokens"] = mean_std([c["spend"]["teacher_tokens"] for c in mine])[0]
         entry["token_ratio"] = _mean_or_none([c["budget"]["token_ratio"] for c in mine])
@@ -522,7 +534,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     head = ["method"]
     for n in names:
         head += [f"{n} (%)", f"{n} retention", f"p vs IOA ({n})"]
-    head += ["forgetting", "samples", "teacher tokens (× IOA)", "budget", "wall time / seed"]
+    head += ["forgetting", "largest drop", "samples", "teacher tokens (× IOA)", "budget", "time / seed"]
     rows = []
     for method, s in summary.items():
         row = [TITLES.get(method, method)]
@@ -531,7 +543,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             p = sig.get(method, {}).get(n)
             row += [_pct(b["mean"], b["std"]), _num(b["retention"]), _p(p["p_value"], resamples) if p else "–"]
         ratio = f" (×{s['token_ratio']:.2f})" if s["token_ratio"] is not None else ""
-        row += [_num(s["forgetting"], "{:.1%}"), f"{s['samples']:.0f}", f"{s['teacher_tokens']:,.0f}{ratio}",
+        row += [_num(s["forgetting"], "{:.1%}"), f"{s['largest_drop']:.1%}", f"{s['samples']:.0f}",
+                f"{s['teacher_tokens']:,.0f}{ratio}",
                 ", ".join(x.replace("_", "-") for x in s["budget_status"]), f"{s['seconds'] / 60:.1f} min"]
         rows.append(row)
     lines += _table(head, rows)
@@ -568,9 +581,10 @@ def markdown(result: Mapping[str, Any]) -> str:
               "better; p = share of resamples in which IOA is not better (ties count half).",
               "- Forgetting: the largest drop, base student → method, on a module of the first benchmark that the "
               f"base student had mastered (accuracy / teacher ≥ {cfg['run']['organizer']['tau_mastery']}), mean "
-              "over seeds; – when it had mastered none.",
-              "- Wall time: the attempt that finished the cell (a resumed cell shows only its last attempt); "
-              "teacher calls paid: calls the shared cache did not already hold."]
+              "over seeds; – when it had mastered none. Largest drop: the same over every module.",
+              "- Time: data and training of the attempt that finished the cell, without the final scoring (a "
+              "resumed cell shows only its last attempt); teacher calls paid: calls the shared cache did not "
+              "already hold."]
     return "\n".join(lines) + "\n"
 
 

@@ -304,8 +304,8 @@ class BenchBudgetConfig(Strict):
     """The compute match: every method may use IOA's verified samples N and teacher tokens T (per seed)."""
 
     tolerance: float = Field(0.05, ge=0, lt=1)
-    # A method that spent T before it had N samples is short of samples: an error (it did not match), or,
-    # with "record", kept and marked token-limited in bench.md.
+    # A method short of N samples (it spent T first, or ran out of seed items, requests or rounds) did not
+    # match: an error, or with "record" kept and marked (token-limited / under-used) in bench.md.
     on_shortfall: Literal["error", "record"] = "error"
 
 

@@ -7,10 +7,11 @@ until it has N verified samples or its next teacher call could take it past T, w
 call is sent only if its worst case still fits, see TokenBudget). The undistilled student
 spends nothing and is exempt. With tolerance t (default 5%), `check_budget` then decides:
 
-- tokens > (1+t)·T, or samples > (1+t)·N: overspent → BudgetError;
-- samples < (1−t)·N because the next call did not fit in T: token-limited → BudgetError, or kept and
-  marked with `on_shortfall: record` (the method buys fewer verified samples per token than IOA);
-- samples < (1−t)·N for any other reason (ran out of seed items or rounds): under-used → BudgetError;
+- tokens > (1+t)·T, or samples > (1+t)·N: overspent → BudgetError, always (a bug in the method);
+- samples < (1−t)·N because the next call did not fit in T: token-limited (the method buys fewer verified
+  samples per token than IOA);
+- samples < (1−t)·N for any other reason (it ran out of seed items, requests or rounds): under-used;
+  a shortfall of either kind is a BudgetError, or with `on_shortfall: record` kept and marked;
 - samples within t of N: matched; with tokens < (1−t)·T it is reported as cheaper, with its token ratio.
 """
 
@@ -27,7 +28,7 @@ from ioa.errors import BudgetError
 from ioa.models.base import ChatModel, ChatRequest, Generation
 
 StopReason = Literal["samples", "tokens", "plan"]
-Status = Literal["reference", "exempt", "matched", "cheaper", "token_limited"]
+Status = Literal["reference", "exempt", "matched", "cheaper", "token_limited", "under_used"]
 
 
 @dataclass(frozen=True)
@@ -206,16 +207,17 @@ def check_budget(
         raise BudgetError(f"{figures}: over {target}",
                           "a bug in that method's budget handling: report it with the bench's events.jsonl")
     if spend.samples < (1 - tolerance) * n:
-        if spend.stopped_by == "tokens":
-            if on_shortfall == "record":
-                return result("token_limited")
+        limited = spend.stopped_by == "tokens"
+        if on_shortfall == "record":
+            return result("token_limited" if limited else "under_used")
+        if limited:
             raise BudgetError(
                 f"{figures}: it spent T before reaching N ({target}); it buys fewer verified samples per token",
                 "set budget.on_shortfall: record in the bench config to keep and mark it, or drop the method",
             )
         raise BudgetError(
             f"{figures}: it stopped short of N with tokens left ({target})",
-            "give it more seed items or rounds (baselines.*), or drop the method from methods",
+            "give it more seed items or rounds (baselines.*), set budget.on_shortfall: record, or drop the method",
         )
     if spend.teacher_tokens < (1 - tolerance) * t:
         return result("cheaper")

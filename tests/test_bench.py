@@ -514,6 +514,11 @@ def test_ioa_bench_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     saved = json.loads((out / "bench.json").read_text())
     assert saved["methods"] == ["ioa", "undistilled", "standard"] and saved["seeds"] == [0]
     assert "bench.json" in result.output and "standard distillation" in result.output
+    # Another method later: the bench then reports every finished cell.
+    result = runner.invoke(app, [*args[:-1], "llm2llm"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["methods"] == ["ioa", "undistilled", "standard", "llm2llm"]
 
     result = runner.invoke(app, ["bench", str(path), "--methods", "ioa,nonsense"])
     assert result.exit_code == 2

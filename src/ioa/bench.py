@@ -190,14 +190,15 @@ def run_bench(
     base_scores = _reference_scores(bench, "base.json", "student")
     bench_dir.event("bench_started", methods=bench_methods(cfg), seeds=cfg.seeds,
                     benchmarks={b.name: len(b.items) for b in bench.benchmarks})
-    cells: list[dict[str, Any]] = []
     for seed in range(cfg.seeds):
         budget: Spend | None = None
         for method in bench_methods(cfg):
             cell = run_cell(bench, method, seed, budget)
             if method == "ioa":
                 budget = Spend.from_dict(cell["spend"])
-            cells.append(cell)
+    # Every finished cell of these seeds, also those of methods an earlier invocation ran (--methods).
+    cells = [read_json(path) for seed in range(cfg.seeds) for method in BENCH_METHODS
+             if (path := bench.cell_dir(seed, method) / "cell.json").exists()]
     result = summarise(cfg, bench.benchmarks, teacher_scores, base_scores, cells)
     write_json(bench_dir / "bench.json", result)
     atomic_write_text(bench_dir / "bench.md", markdown(result))

@@ -86,6 +86,9 @@ class FakeTeacher:
 
 
 def skill_of(path: Path) -> int:
+    """The examples a fake student was trained on; a path that holds no model is an error, as for a real one."""
+    if not (Path(path) / "config.json").exists():
+        raise FileNotFoundError(f"no model in {path}")
     f = Path(path) / "skill.json"
     return json.loads(f.read_text())["examples"] if f.exists() else 0
 

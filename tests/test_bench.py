@@ -340,8 +340,10 @@ def _bench_config(tmp: Path, **over: Any) -> BenchConfig:
 
 @pytest.fixture
 def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[BenchConfig, dict[str, Any]]:
+    """The fake bench, run with relative paths (as `ioa bench` is, from the repository root)."""
     patch_models(monkeypatch)
-    cfg = _bench_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg = _bench_config(Path("."))
     return cfg, run_bench(cfg, teacher=FakeTeacher())
 
 

@@ -396,6 +396,8 @@ def _write_data(run: RunDir, data: MethodData) -> None:
 
 
 def _relative(path: Path, root: Path) -> str:
+    """A path for bench.json: relative to the bench directory where it lies inside it."""
+    path, root = Path(path).resolve(), Path(root).resolve()
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 

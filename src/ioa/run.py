@@ -339,8 +339,9 @@ def new_curriculum(config: RunConfig, run: RunDir, diagnosis: Diagnosis, domain:
 
 
 def _stored_path(path: Path, run: RunDir) -> str:
-    """Inside the run directory: relative to it (the run dir can be moved); elsewhere: as given."""
-    return str(path.relative_to(run.path)) if path.is_relative_to(run.path) else str(path)
+    """Inside the run directory: relative to it (the run dir can be moved); elsewhere: absolute (a relative
+    path outside would otherwise be read back relative to the run directory)."""
+    return str(path.relative_to(run.path)) if path.is_relative_to(run.path) else str(path.resolve())
 
 
 def ensure_base_student(config: RunConfig, run: RunDir) -> str:

@@ -413,6 +413,12 @@ def test_the_ablations_really_differ(bench: tuple[BenchConfig, dict[str, Any]]) 
     assert plain and all(d["representation"] == "steps" and d["lineage"]["strategies"] == [] for d in plain)
     curriculum = json.loads((seed0 / "no_organizer" / "curriculum.json").read_text())
     assert len(curriculum["stages"]) == 1 and curriculum["states"]["0"]["outcome"] == "ungated"
+    # An ablation whose budget is spent does not remediate: the gate failed, but no remedial data follows.
+    spent = [(seed, m, e) for seed in ("seed-0", "seed-1") for m in ABLATIONS
+             for e in _events(cfg.bench_dir / seed / m) if e["event"] == "budget_spent"]
+    assert spent  # the fake bench's budgets are tight enough to get there
+    for seed, m, e in spent:
+        assert not list((cfg.bench_dir / seed / m / f"stages/{e['stage']:02d}").glob("remedial-*.jsonl"))
 
 
 def test_a_rerun_skips_finished_cells_and_pays_no_teacher_call(

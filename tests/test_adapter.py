@@ -339,6 +339,7 @@ def test_samples_carry_lineage_and_the_reference_answer(items: list[Item]) -> No
             "teacher": "scripted-teacher",
             "prompt_hash": expected_hash,
             "verification": "domain_checker",
+            "reply": "json",
         }
 
 
@@ -360,6 +361,25 @@ def test_bare_representation_needs_only_the_answer(items: list[Item]) -> None:
     assert all(s.lineage["strategies"] == [] for s in result.samples)
     assert teacher.batches[0][0].messages[0][1] == ANSWER_ONLY_TEXT
     assert not result.drops
+
+
+def test_an_answer_key_in_prose_is_repaired_not_dropped(items: list[Item]) -> None:
+    i0, i1, i2 = items[:3]
+    replies = {
+        i0.id: "Here's the breakdown: first add, so the final answer is \\boxed{" + i0.answer + "}.",
+        i1.id: "Mark the question and the answer in the answer key.",  # no answer at all: still a drop
+        i2.id: f"The answer is {wrong(i2)}.",  # repaired, then wrong: the checker still rejects it
+    }
+    _, result = run(items[:3], lambda item, t: replies[item.id], representation="bare",
+                    cfg=AdapterConfig(max_attempts=1))
+    assert [s.item_id for s in result.samples] == [i0.id]
+    assert result.samples[0].completion == f"#### {i0.answer}"
+    assert result.samples[0].lineage["reply"] == "answer_from_text"
+    assert dict(result.repairs) == {"answer_from_text": 1}  # kept after repair
+    assert dict(result.drops) == {"no_json": 1, "wrong_answer": 1}
+    # A worked solution is never rebuilt from prose: the steps are what it is for.
+    _, worked = run(items[:1], lambda item, t: f"The answer is {item.answer}.", cfg=AdapterConfig(max_attempts=1))
+    assert worked.samples == [] and dict(worked.drops) == {"no_json": 1}
 
 
 def test_near_duplicate_items_are_dropped(items: list[Item]) -> None:

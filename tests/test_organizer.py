@@ -389,3 +389,14 @@ def test_everything_round_trips_through_json():
     assert roundtrip(plan) == plan
     bridge = BridgingPlan(0, 1, {"a": 3}, 1, {"a": 2})
     assert roundtrip(bridge) == bridge
+
+
+def test_review_plan_covers_every_taught_module_and_keeps_larger_replay() -> None:
+    from ioa.organizer import review_plan
+
+    plan = review_plan(["a", "b", "c"], samples_per_module=40, review_fraction=0.25, replay={"b": 16})
+    assert plan == {"a": 10, "b": 16, "c": 10}
+    # A smaller replay share never shrinks the review; review off leaves only the forgetting guard's replay.
+    assert review_plan(["a"], 40, 0.25, {"a": 3}) == {"a": 10}
+    assert review_plan(["a", "b"], 40, 0.0, {"b": 8}) == {"b": 8}
+    assert review_plan([], 40, 0.25, {}) == {}

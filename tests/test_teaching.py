@@ -78,3 +78,21 @@ def test_derived_seed_pinned_values() -> None:
     """Changing the derivation silently invalidates every cached teacher call of existing runs."""
     assert derived_seed(7, "remedial", "fractions", 1) == 1203741613
     assert derived_seed(0, "stage", 2, "add") == 492149360
+
+
+def test_a_dry_level_passes_its_shortfall_one_level_up() -> None:
+    from ioa.domains.arithmetic import ArithmeticDomain
+    from ioa.teaching import items_for
+
+    domain = ArithmeticDomain()
+    pools = {lv: len(domain.items("single_digit_add", 500, 0, "train", level=lv)) for lv in (1, 2, 3)}
+    assert sum(pools.values()) < 30  # single-digit sums: a tiny pool per level and split
+    items = items_for(domain, "single_digit_add", ladder(1, 5, 58), seed=3)
+    by_level = Counter(i.level for i in items)
+    assert len(items) == 58 and len({i.prompt for i in items}) == 58
+    assert {lv: by_level[lv] for lv in (1, 2, 3)} == pools  # every easier item first
+    assert by_level[4] == 58 - sum(pools.values()) and by_level[5] == 0  # then the next level, not a skip
+    # A roomy level is not topped up from above: exactly what the ladder asked for.
+    levels = ladder(1, 5, 58)
+    roomy = Counter(i.level for i in items_for(domain, "multi_digit_add", levels, seed=3))
+    assert roomy == Counter(levels)

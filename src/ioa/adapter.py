@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ioa.config import AdapterConfig
 from ioa.dedup import Decontaminator, near_duplicates
+from ioa.domains.answers import extract_answer
 from ioa.domains.base import Domain, Item, Module
 from ioa.matching import TokenBudget, generate_within
 from ioa.models.base import ChatModel, ChatRequest, Message, SamplingParams
@@ -48,8 +49,10 @@ SCHEMA_TEXT = (
 # A bare answer needs no worked solution, so the teacher is not asked (nor paid) for one.
 ANSWER_ONLY_TEXT = (
     "You are a careful teacher preparing answer keys. Work the problem out accurately, then reply with ONE "
-    'JSON object and nothing else: {"final_answer": <the answer as a plain number or fraction>}'
+    'JSON object and nothing else: {"final_answer": <the answer as a plain number or fraction>}, '
+    'for example {"final_answer": "12"}.'
 )
+ANSWER_FROM_TEXT = "answer_from_text"  # how an answer key read from a prose reply is marked
 
 
 class TeacherSolution(BaseModel):
@@ -93,6 +96,7 @@ class Sample:
 class SynthesisResult:
     samples: list[Sample]
     drops: Counter[str] = field(default_factory=Counter)
+    repairs: Counter[str] = field(default_factory=Counter)  # replies kept after a repair, by kind
     generated: int = 0
     teacher_tokens: int = 0
     budget_exhausted: bool = False  # a call was not sent: it might not have fitted the token budget
@@ -100,6 +104,7 @@ class SynthesisResult:
     def merge(self, other: SynthesisResult) -> None:
         self.samples += other.samples
         self.drops.update(other.drops)
+        self.repairs.update(other.repairs)
         self.generated += other.generated
         self.teacher_tokens += other.teacher_tokens
         self.budget_exhausted = self.budget_exhausted or other.budget_exhausted
@@ -244,6 +249,8 @@ def synthesise_module(
                 reason = _verify(domain, item, reply.text, representation)
                 if isinstance(reason, TeacherSolution):
                     verified.append((item, reason, prompt_hash(messages)))
+                    if reason.check == ANSWER_FROM_TEXT:
+                        result.repairs[ANSWER_FROM_TEXT] += 1
                 else:
                     result.drops[reason] += 1
                     retry.append(item)
@@ -281,6 +288,7 @@ def synthesise_module(
                     "teacher": teacher.name,
                     "prompt_hash": phash,
                     "verification": "domain_checker",
+                    "reply": "answer_from_text" if solution.check == ANSWER_FROM_TEXT else "json",
                 },
             )
         )
@@ -298,7 +306,12 @@ def _verify(domain: Domain, item: Item, text: str, representation: Representatio
     try:
         solution = parse_solution(text)
     except InvalidReply as exc:
-        return exc.reason
+        # An answer key needs nothing but the answer: a reply that states one in prose ("the final answer
+        # is \\boxed{4}") is repaired rather than dropped (the small teachers often ignore the JSON request).
+        found = extract_answer(text) if representation == "bare" else None
+        if found is None:
+            return exc.reason
+        solution = TeacherSolution(final_answer=found, check=ANSWER_FROM_TEXT)
     if not domain.check(item, f"#### {solution.final_answer}"):
         return "wrong_answer"
     if representation != "bare" and not solution.steps:

@@ -574,6 +574,21 @@ def replay_plan(
     return {m: min(want, earlier_data_counts.get(m, 0)) for m in fallen}
 
 
+def review_plan(
+    taught: Iterable[str],
+    samples_per_module: int,
+    review_fraction: float,
+    replay: Mapping[str, int],
+) -> dict[str, int]:
+    """Samples of earlier data per taught module for the next training (spaced review): review_fraction of
+    what a module got in its stage; a fallen module keeps its larger replay share. 0 turns review off."""
+    want = _share(review_fraction, samples_per_module)
+    plan = {m: want for m in taught if want}
+    for m, n in replay.items():
+        plan[m] = max(n, plan.get(m, 0))
+    return plan
+
+
 def retention(before: Mapping[str, Proportion], after: Mapping[str, Proportion]) -> dict[str, float | None]:
     """Per module, accuracy after / accuracy before (1.0 = nothing forgotten); None where before was 0."""
     absent = [k for k in before if k not in after]

@@ -25,8 +25,16 @@ from typing import Any, Protocol
 from ioa.adapter import Representation, Sample, SynthesisResult
 from ioa.config import RunConfig, dump_config
 from ioa.dedup import Decontaminator
-from ioa.diagnosis import Diagnosis, diagnose, edge_dict, open_teacher, probe_items, selected_modules
-from ioa.domains import get_domain
+from ioa.diagnosis import (
+    Diagnosis,
+    diagnose,
+    edge_dict,
+    open_domain,
+    open_teacher,
+    probe_items,
+    selected_modules,
+)
+from ioa.domains import get_domain, is_seed_domain
 from ioa.domains.base import Domain, Module
 from ioa.evaluation import Comparison, fresh_items, load_student_model, pooled, score
 from ioa.graph import Edge
@@ -52,6 +60,7 @@ from ioa.organizer import (
     remediation_plan,
     replan,
     replay_plan,
+    review_plan,
     start_level,
 )
 from ioa.probing import accuracy_by_level
@@ -266,6 +275,7 @@ def _accounting(result: SynthesisResult, requests: Sequence[DataRequest]) -> dic
     for s in result.samples:
         per_module.setdefault(s.module, {"requested": 0, "kept": 0})["kept"] += 1
     return {"generated": result.generated, "kept": len(result.samples), "drops": dict(result.drops),
+            "repairs": dict(result.repairs),
             "teacher_tokens": result.teacher_tokens, "modules": per_module,
             "budget_exhausted": result.budget_exhausted}
 
@@ -283,14 +293,17 @@ def open_loop(config: RunConfig, reporter: Reporter, *, teacher: CachedModel | N
     call cache between runs; by default the run has its own (runs/NAME/cache.sqlite)."""
     run = RunDir(config.run_dir)
     atomic_write_text(run / "config.yaml", dump_config(config))
-    domain = get_domain(config.domain)
-    modules = {m.id: m for m in selected_modules(domain, config.domain.modules)}
+    # A built-in domain's config errors show before any model loads; a seed-data domain needs the teacher
+    # (its taxonomy, and the judge for judge scoring).
+    known = None if is_seed_domain(config.domain) else get_domain(config.domain)
     student: ChatModel | None = None
     if cache is None:
         cache = CallCache(run.cache_path)
     else:  # the student's probe answers go to the shared cache too
         student = load_cached(config.student.spec, cache, config.student.n_ctx)
     teacher = teacher or open_teacher(config, run, cache)
+    domain = known or open_domain(config, run, teacher, reporter.bar)
+    modules = {m.id: m for m in selected_modules(domain, config.domain.modules)}
     diagnosis = diagnose(config, run, progress=reporter.bar, teacher=teacher, student=student)
     # Training data must not overlap what measures the student: the probes and the final benchmark items.
     # (Gate items come from their own split, which the domain keeps disjoint from training.)
@@ -437,7 +450,7 @@ def step_synthesise(loop: Loop, stage: Stage, state: StageState) -> None:
 
 
 def _replay_samples(loop: Loop) -> list[Sample]:
-    """A share of each fallen module's earlier data (forgetting guard)."""
+    """A share of each earlier-taught module's data: review, and replay for a fallen one (forgetting guard)."""
     out: list[Sample] = []
     for module, n in loop.curriculum.pending_replay.items():
         earlier = [s for p in sorted((loop.run / "stages").glob("*/data.jsonl")) for s in _load_samples(p)
@@ -451,7 +464,10 @@ def training_data(loop: Loop, stage: Stage, state: StageState) -> tuple[list[Sam
     sdir = loop.stage_dir(stage)
     if state.rounds == 0:
         return _load_samples(sdir / "data.jsonl"), sdir / "student"
-    return _load_samples(sdir / f"remedial-{state.rounds}.jsonl"), sdir / f"student-r{state.rounds}"
+    samples = _load_samples(sdir / f"remedial-{state.rounds}.jsonl")
+    if loop.config.organizer.remediation_includes_stage_data:
+        samples += _load_samples(sdir / "data.jsonl")
+    return samples, sdir / f"student-r{state.rounds}"
 
 
 def step_gate(loop: Loop, stage: Stage, state: StageState) -> GateResult:
@@ -550,6 +566,9 @@ def finish_stage(loop: Loop, stage: Stage, state: StageState) -> None:
         cur.pending_replay = replay_plan(fallen, cfg.adapter.samples_per_module * len(stage.modules),
                                          cfg.organizer.replay_fraction, counts)
         loop.run.event("forgetting_guard", stage=stage.index + 1, fallen=fallen, replay=cur.pending_replay)
+    taught = [m for s in cur.stages if s.index <= stage.index for m in s.modules]
+    cur.pending_replay = review_plan(taught, cfg.adapter.samples_per_module, cfg.organizer.review_fraction,
+                                     cur.pending_replay)
     if action is Action.STOP:
         cur.stopped = True
     remaining = [s for s in cur.stages if s.index > stage.index]

@@ -39,11 +39,20 @@ def ladder(start: int, max_level: int, n: int) -> list[int]:
 
 
 def items_for(domain: Domain, module: str, levels: Sequence[int], seed: int) -> list[Item]:
-    """Fresh training items at the given levels (split "train": never a probe, gate or benchmark item)."""
+    """Fresh training items at the given levels (split "train": never a probe, gate or benchmark item).
+
+    A level whose pool runs dry (e.g. single-digit sums: 100 facts shared by four splits) passes what it
+    could not give to the next level up, one level at a time, so a request is not silently cut short."""
     items: list[Item] = []
-    for level in sorted(set(levels)):
-        want = levels.count(level)
-        items += domain.items(module, want, derived_seed(seed, level), split="train", level=level)
+    owed = 0
+    top = max(levels, default=0)
+    for level in range(min(levels, default=1), domain.levels + 1):
+        want = levels.count(level) + owed
+        if want == 0 and level > top:
+            break
+        got = domain.items(module, want, derived_seed(seed, level), split="train", level=level) if want else []
+        items += got
+        owed = want - len(got)
     return items
 
 

@@ -130,3 +130,55 @@ def test_fault_injection_batch_completes_and_faults_are_counted(server_url: str,
     assert by_reason.get("timeout", 0) >= 1 and summary["slow_replies"] >= 1
     assert summary["gave_up"] == {}
     assert all(len(v) >= 1 for k, v in summary["examples"].items() if k in by_reason)
+
+
+def test_diagnosis_and_synthesis_through_http_equal_in_process(
+    served_model: Path, fresh_server_url: str, tmp_path: Path
+) -> None:
+    """The product path, not raw calls: `diagnose` (probe rows, scores) and one synthesis step (samples,
+    drops, tokens) with the teacher behind HTTP give what the in-process teacher gives at temperature 0."""
+    from ioa.config import config_from_dict
+    from ioa.dedup import Decontaminator
+    from ioa.diagnosis import diagnose, probe_items, selected_modules
+    from ioa.domains import get_domain
+    from ioa.models.llamacpp import LlamaCppModel
+    from ioa.rundir import RunDir
+    from ioa.teaching import DataRequest, synthesise
+
+    config = config_from_dict({
+        "name": "http-e2e", "teacher": {"spec": SERVED_MODEL, "max_tokens": 48},
+        "student": {"spec": SERVED_MODEL, "max_tokens": 24},
+        "domain": {"name": "arithmetic", "modules": ["single_digit_add", "multi_digit_add"]},
+        "identifier": {"probes_per_module": 4}, "adapter": {"max_attempts": 2, "teacher_max_tokens": 64},
+    })  # fmt: skip
+    domain = get_domain(config.domain)
+    modules = {m.id: m for m in selected_modules(domain, config.domain.modules)}
+    protected = [i.prompt for i in probe_items(domain, list(modules.values()), 4, config.seed)]
+    # One student for both runs (served from one cache), so only the teacher's transport differs.
+    student = CachedModel(LlamaCppModel(served_model, n_ctx=2048, n_threads=1), CallCache(tmp_path / "student.sqlite"))
+    teachers = {
+        # One request at a time on both sides: the same order, so the same KV-cache prefix reuse (see above).
+        "http": _teacher(fresh_server_url, max_in_flight=1),
+        "local": LlamaCppModel(served_model, n_ctx=2048, n_threads=1, n_parallel=1),
+    }
+    outcome: dict[str, tuple[object, ...]] = {}
+    for name, model in teachers.items():
+        run = RunDir(tmp_path / name)
+        teacher = CachedModel(model, CallCache(run.cache_path))
+        found = diagnose(config, run, teacher=teacher, student=student)
+        # An answer key (bare) and a worked solution (steps): the small served model keeps some of the first.
+        requests = [DataRequest(m, 4, 1, rep) for m, rep in zip(modules, ["bare", "steps"], strict=True)]
+        made = synthesise(teacher, domain, modules, requests, config.adapter,
+                          Decontaminator(protected, config.adapter.decontam_ngram), seed=7, lineage={})
+        outcome[name] = (
+            [(r.item_id, r.role, r.response, r.correct) for r in found.rows],
+            [s.to_dict() for s in found.scores],
+            # Lineage names the teacher, which is the one thing that differs by design.
+            [{**s.to_dict(), "lineage": {**s.lineage, "teacher": "-"}} for s in made.samples],
+            dict(made.drops), made.generated, made.teacher_tokens,
+        )
+    assert outcome["http"][0] == outcome["local"][0]  # every probe row, teacher and student
+    assert outcome["http"][1] == outcome["local"][1]  # P_T, P_S, gaps, severity, targets
+    assert outcome["http"][2:] == outcome["local"][2:]  # samples with lineage, drop reasons, token counts
+    assert outcome["http"][2], "no sample was kept: the comparison would be vacuous"
+    assert outcome["http"][4] >= 8 and any(r[1] == "teacher" and r[2].strip() for r in outcome["http"][0])

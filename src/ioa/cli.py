@@ -389,7 +389,7 @@ def _bench(cfg: Any) -> None:
         result = run_bench(cfg, Tidy(rep))
     names = list(result["benchmarks"])
     table = Table(title=f"Bench {cfg.name}: seeds {', '.join(map(str, result['seeds']))}")
-    columns = ["method", *(f"{n} % [retention] (p vs IOA)" for n in names), "samples", "teacher tokens", "budget"]
+    columns = ["method", *(f"{n} %, retention, p vs IOA" for n in names), "samples", "teacher tokens", "budget"]
     for col in columns:
         table.add_column(col, justify="left" if col == "method" else "right")
     for method, s in result["summary"].items():
@@ -397,9 +397,9 @@ def _bench(cfg: Any) -> None:
         for n in names:
             b = s["benchmarks"][n]
             std = f" ± {100 * b['std']:.1f}" if b["std"] is not None else ""
-            ret = f" [{b['retention']:.2f}]" if b["retention"] is not None else ""
+            ret = f", ×{b['retention']:.2f}" if b["retention"] is not None else ""
             sig = result["significance"].get(method, {}).get(n)
-            cells.append(f"{100 * b['mean']:.1f}{std}{ret}" + (f" (p {sig['p_value']:.3f})" if sig else ""))
+            cells.append(f"{100 * b['mean']:.1f}{std}{ret}" + (f", p {sig['p_value']:.3f}" if sig else ""))
         ratio = f" (×{s['token_ratio']:.2f})" if s["token_ratio"] is not None else ""
         table.add_row(TITLES.get(method, method), *cells, f"{s['samples']:.0f}", f"{s['teacher_tokens']:,.0f}{ratio}",
                       ", ".join(x.replace("_", "-") for x in s["budget_status"]))

@@ -1,7 +1,8 @@
 """Loop overhead: wall time of a small `ioa run` vs the sum of its model phases, measured in the same run.
 
 Model phases, from the run's own events: probing (teacher + student generation), synthesis (teacher
-generation), training (the whole `train` call: load, optimise, save), evaluation (student generation).
+generation), training (the whole `train` call: load, optimise, save), evaluation (student generation),
+conversion (the GGUF student dequantised into Hugging Face weights, once per run).
 Everything else (planning, verification, dedup, decontamination, file I/O, imports) is loop overhead;
 the target is ≤ 5% of the wall time.
 
@@ -37,9 +38,11 @@ SMALL_RUN = {
 
 
 def model_seconds(events: list[dict]) -> dict[str, float]:
-    phases = {"probing": 0.0, "synthesis": 0.0, "training": 0.0, "evaluation": 0.0}
+    phases = {"probing": 0.0, "synthesis": 0.0, "training": 0.0, "evaluation": 0.0, "conversion": 0.0}
     for e in events:
-        if e["event"] == "diagnosed":
+        if e["event"] == "student_converted":  # the GGUF student dequantised into trainable HF weights
+            phases["conversion"] += e.get("seconds", 0.0)
+        elif e["event"] == "diagnosed":
             phases["probing"] += e.get("seconds", 0.0)
         elif e["event"] == "synthesised":
             phases["synthesis"] += e.get("seconds", 0.0)

@@ -367,11 +367,13 @@ def ensure_base_student(config: RunConfig, run: RunDir) -> str:
     spec = config.student.spec
     if Path(spec).is_dir() and (Path(spec) / "config.json").exists():
         return spec
+    start = time.perf_counter()
     model, tokenizer = load_student(spec)
     tmp = run / "student_base.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tokenizer, tmp)
     os.replace(tmp, base)
+    run.event("student_converted", spec=spec, seconds=time.perf_counter() - start)  # GGUF → HF weights
     return str(base)
 
 

@@ -76,8 +76,7 @@ def test_every_section_is_present(rendered: tuple[Path, report.ReportFiles]) -> 
         assert f'<section id="{sid}">' in page, sid
         assert f'href="#{sid}"' in page, sid
     for _, title in report.SECTIONS:
-        if title != "Benchmarks":  # only with a bench.json
-            assert f"\n## {report.md_esc(title)}\n" in md, title
+        assert f"\n## {report.md_esc(title)}\n" in md, title
     assert page.count("<section") == page.count("</section>")
     run = load_run(run_dir)
     for module in run.modules:  # every module in the accuracy table and with its examples
@@ -190,19 +189,6 @@ def test_damaged_optional_file_is_a_warning(tmp_path: Path) -> None:
     page = files.html.read_text(encoding="utf-8")
     assert "curriculum.json cannot be read" in page
     assert '<section id="mastery">' in page
-
-
-def test_bench_json_becomes_a_method_by_benchmark_table(tmp_path: Path) -> None:
-    run_dir = copy_run(tmp_path)
-    (run_dir / "bench.json").write_text(json.dumps({"results": [
-        {"method": "ioa", "benchmark": "gsm8k", "correct": 30, "n": 60},
-        {"method": "standard KD", "benchmark": "gsm8k", "correct": 20, "n": 60},
-        {"method": "ioa", "benchmark": "arithmetic", "accuracy": 0.5},
-    ]}))
-    page = write_report(run_dir).html.read_text(encoding="utf-8")
-    assert '<section id="bench">' in page
-    assert "<th>method</th><th>gsm8k</th><th>arithmetic</th>" in page
-    assert "(30/60)" in page and "<td>standard KD</td>" in page
 
 
 def test_phase_times_from_events(tmp_path: Path) -> None:

@@ -167,14 +167,22 @@ def _run(config: RunConfig) -> None:
     failures = summary.run_dir / "teacher_failures.json"
     if failures.exists():
         console.print(f"teacher request failures (retried or not): {failures.read_text().strip()[:400]}")
-    try:  # the run is done and saved; a report problem must not turn it into a failure
+    _final_report(summary.run_dir)
+
+
+def _final_report(path: Path) -> None:
+    """The report at the end of `ioa run` / `ioa bench`: the work is done and saved, so a report problem
+    must not turn it into a failure; it is logged with the command that retries it."""
+    from ioa.ui import console
+
+    try:
         from ioa.report import write_report
 
-        files = write_report(summary.run_dir)
-        console.print(f"report: {files.html}")
+        files = write_report(path)
+        console.print(f"report: {files.html}", highlight=False, soft_wrap=True)
     except Exception as exc:
         log = logging.getLogger("ioa")
-        log.warning("the report could not be written (%s); retry with `ioa report %s`", exc, summary.run_dir,
+        log.warning("the report could not be written (%s); retry with `ioa report %s`", exc, path,
                     exc_info=log.isEnabledFor(logging.DEBUG))  # the traceback only with --verbose
 
 
@@ -406,6 +414,7 @@ def _bench(cfg: Any) -> None:
     console.print(table)
     console.print(f"bench.json: {cfg.bench_dir / 'bench.json'}", highlight=False, soft_wrap=True)
     console.print(f"bench.md: {cfg.bench_dir / 'bench.md'}", highlight=False, soft_wrap=True)
+    _final_report(cfg.bench_dir)
 
 
 @app.command("bench")
@@ -417,7 +426,8 @@ def bench_command(
     methods: Annotated[str | None, typer.Option(
         help="Comma-separated methods, e.g. undistilled,standard (IOA always runs: it sets the budget).")] = None,
 ) -> None:
-    """IOA against compute-matched baselines and its ablations, methods × seeds: bench.json and bench.md.
+    """IOA against compute-matched baselines and its ablations, methods × seeds: bench.json, bench.md and the
+    report (report.html, report.md, figures/).
     Rerun the same command to resume (finished cells are skipped)."""
     from ioa.config import bench_config_from_dict, load_bench_config
 
@@ -480,8 +490,9 @@ def plan(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> N
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/NAME).")]) -> None:
-    """Write RUN_DIR/report.html (self-contained), report.md and figures/*.png for a run."""
+def report(run_dir: Annotated[Path, typer.Argument(
+        help="A run directory (runs/NAME) or a bench directory (benches/NAME).")]) -> None:
+    """Write report.html (self-contained), report.md and figures/*.png into a run or a bench directory."""
     from ioa.report import write_report
     from ioa.ui import console
 

@@ -84,28 +84,43 @@ def accuracy_bars(
 ) -> bytes:
     """Grouped bars per module (e.g. P_T, P_S before, P_S after) with 95% Wilson intervals.
     Target modules get a red tick label."""
-    colours = [TEACHER_COLOUR, BEFORE_COLOUR, AFTER_COLOUR, "#55a868", "#8172b3"]
+    bars = [(label, *_errors([acc.get(m) for m in modules])) for label, acc in series]
+    return grouped_bars(modules, bars, "accuracy (95% Wilson interval)",
+                        "Teacher vs student per module (red labels: targets)", targets)
+
+
+def grouped_bars(
+    groups: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float], Sequence[Sequence[float]]]],
+    ylabel: str,
+    title: str,
+    highlight: Sequence[str] = (),
+) -> bytes:
+    """Grouped bars: per group one bar per series (label, heights, [low errors, high errors]), accuracy
+    scale; highlighted groups get a red tick label."""
+    colours = [TEACHER_COLOUR, BEFORE_COLOUR, AFTER_COLOUR, "#55a868", "#8172b3", "#937860", "#da8bc3", "#ccb974",
+               "#64b5cd"]
     with plt.rc_context(_RC):
-        width = max(6.0, 0.55 * len(modules) * max(1, len(series)) / 2 + 2)
+        width = max(6.0, 0.55 * len(groups) * max(1, len(series)) / 2 + 2)
         fig, ax = plt.subplots(figsize=(min(width, 18.0), 4.2))
         k = max(1, len(series))
         bar_w = 0.8 / k
-        xs = list(range(len(modules)))
-        for i, (label, acc) in enumerate(series):
-            values, err = _errors([acc.get(m) for m in modules])
+        xs = list(range(len(groups)))
+        for i, (label, values, err) in enumerate(series):
             offs = [x - 0.4 + bar_w * (i + 0.5) for x in xs]
-            ax.bar(offs, values, bar_w, yerr=err, capsize=2, label=label, color=colours[i % len(colours)],
-                   edgecolor="#333333", linewidth=0.4, error_kw={"elinewidth": 0.8, "ecolor": "#222222"})
+            ax.bar(offs, values, bar_w, yerr=[list(e) for e in err], capsize=2, label=label,
+                   color=colours[i % len(colours)], edgecolor="#333333", linewidth=0.4,
+                   error_kw={"elinewidth": 0.8, "ecolor": "#222222"})
         ax.set_xticks(xs)
-        tilt = len(modules) > 4  # long module names would overlap side by side
-        ax.set_xticklabels(modules, rotation=30 if tilt else 0, ha="right" if tilt else "center")
-        for tick, m in zip(ax.get_xticklabels(), modules, strict=True):
-            if m in targets:
+        tilt = len(groups) > 4  # long names would overlap side by side
+        ax.set_xticklabels(groups, rotation=30 if tilt else 0, ha="right" if tilt else "center")
+        for tick, g in zip(ax.get_xticklabels(), groups, strict=True):
+            if g in highlight:
                 tick.set_color(TARGET_COLOUR)
                 tick.set_fontweight("bold")
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel("accuracy (95% Wilson interval)")
-        ax.set_title("Teacher vs student per module (red labels: targets)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         return _png(fig)
 
@@ -298,17 +313,70 @@ def training_loss(curves: Sequence[tuple[str, Sequence[float]]]) -> bytes:
 
 def phase_times(phases: Sequence[tuple[str, float]]) -> bytes:
     """Wall time per phase (minutes), as horizontal bars."""
+    return labelled_hbars([(p, s / 60) for p, s in phases], "{:.1f} min",
+                          "wall time (minutes, from event timestamps)", "Where the time went")
+
+
+def labelled_hbars(rows: Sequence[tuple[str, float]], fmt: str, xlabel: str, title: str,
+                   colour: str = TEACHER_COLOUR) -> bytes:
+    """One horizontal bar per (label, value), top to bottom, each with its value written by `fmt`."""
     with plt.rc_context({**_RC, "axes.grid": False}):
-        fig, ax = plt.subplots(figsize=(8.5, max(2.4, 0.34 * len(phases) + 1.2)))
-        ys = list(range(len(phases)))[::-1]
-        minutes = [s / 60 for _, s in phases]
-        ax.barh(ys, minutes, color=TEACHER_COLOUR)
-        for y, m in zip(ys, minutes, strict=True):
-            ax.text(m, y, f" {m:.1f} min", va="center", fontsize=8)
+        fig, ax = plt.subplots(figsize=(8.5, max(2.4, 0.34 * len(rows) + 1.2)))
+        ys = list(range(len(rows)))[::-1]
+        values = [v for _, v in rows]
+        ax.barh(ys, values, color=colour)
+        for y, v in zip(ys, values, strict=True):
+            ax.text(v, y, " " + fmt.format(v), va="center", fontsize=8)
         ax.set_yticks(ys)
-        ax.set_yticklabels([p for p, _ in phases])
-        ax.set_xlabel("wall time (minutes, from event timestamps)")
-        ax.set_xlim(0, max(minutes, default=1) * 1.25 or 1)
+        ax.set_yticklabels([label for label, _ in rows])
+        ax.set_xlabel(xlabel)
+        ax.set_xlim(0, max(values, default=1) * 1.25 or 1)
         ax.grid(axis="x", alpha=0.3)
-        ax.set_title("Where the time went")
+        ax.set_title(title)
+        return _png(fig)
+
+
+def method_curves(
+    panels: Sequence[tuple[str, Sequence[str], Sequence[tuple[str, Mapping[str, float]]]]],
+) -> bytes:
+    """Per-module accuracy, one line per method across the modules, one panel per benchmark
+    (title, modules, [(method, module → accuracy)]); a series named "teacher" is drawn dashed."""
+    with plt.rc_context(_RC):
+        k = max(1, len(panels))
+        longest = max((len(mods) for _, mods, _ in panels), default=1)
+        fig, axes = plt.subplots(1, k, figsize=(min(18.0, max(6.5, k * (0.6 * longest + 3))), 4.4), squeeze=False)
+        cmap = plt.get_cmap("tab10")
+        for ax, (title, modules, series) in zip(axes[0], panels, strict=True):
+            xs = list(range(len(modules)))
+            for i, (label, acc) in enumerate(series):
+                pts = [(x, acc[m]) for x, m in zip(xs, modules, strict=True) if m in acc]
+                teacher = label == "teacher"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, lw=1.6 if teacher else 1.2,
+                        ls="--" if teacher else "-", color="#222222" if teacher else cmap(i % 10), label=label)
+            ax.set_xticks(xs)
+            tilt = len(modules) > 3
+            ax.set_xticklabels(modules, rotation=30 if tilt else 0, ha="right" if tilt else "center")
+            ax.set_xlim(-0.5, max(0.5, len(modules) - 0.5))
+            ax.set_ylim(-0.03, 1.05)
+            ax.set_title(title)
+        axes[0][0].set_ylabel("accuracy (mean over seeds)")
+        axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+        return _png(fig)
+
+
+def accuracy_vs_tokens(points: Sequence[tuple[str, float, float]], benchmark: str) -> bytes:
+    """Accuracy against teacher tokens spent, one point per (method, tokens, accuracy) — a method × seed."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(8.0, 4.2))
+        cmap = plt.get_cmap("tab10")
+        methods = list(dict.fromkeys(m for m, _, _ in points))
+        for i, method in enumerate(methods):
+            mine = [(t, a) for m, t, a in points if m == method]
+            ax.plot([t for t, _ in mine], [a for _, a in mine], ls="none", marker="os^vDP*Xh"[i % 9], ms=7,
+                    color=cmap(i % 10), alpha=0.85, label=method)
+        ax.set_xlabel("teacher tokens spent (prompt + completion)")
+        ax.set_ylabel(f"accuracy on {benchmark}")
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_title(f"Accuracy vs teacher tokens ({benchmark}; one point per method and seed)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
         return _png(fig)

@@ -85,7 +85,6 @@ class Run:
     data_files: list[DataFile]
     training_sets: dict[int, list[dict[str, Any]]]  # stage → rows of stages/NN/data.jsonl (what was trained)
     trainings: list[Training]
-    bench: Any | None
     warnings: list[str] = field(default_factory=list)
 
     # -- derived -----------------------------------------------------------------------------------------
@@ -217,7 +216,6 @@ def load_run(path: Path) -> Run:
     curriculum = _read(path / "curriculum.json", read_json, warnings, path)
     events = _read(path / "events.jsonl", _events, warnings, path) or []
     final = _read(path / "final.json", read_json, warnings, path)
-    bench = _read(path / "bench.json", read_json, warnings, path)
 
     data_files: list[DataFile] = []
     training_sets: dict[int, list[dict[str, Any]]] = {}
@@ -241,7 +239,7 @@ def load_run(path: Path) -> Run:
             if isinstance(record, dict):
                 trainings.append(Training(number, result.parent.relative_to(path).as_posix(), record))
     return Run(path, config, scores, graph, probes, curriculum if isinstance(curriculum, dict) else None, events,
-               final if isinstance(final, dict) else None, data_files, training_sets, trainings, bench, warnings)
+               final if isinstance(final, dict) else None, data_files, training_sets, trainings, warnings)
 
 
 # ------------------------------------------------------------------------------------------ derived data
@@ -683,7 +681,6 @@ SECTIONS = (
     ("data", "Data accounting"),
     ("cost", "Teacher tokens, cost and wall time"),
     ("examples", "Example synthetic items"),
-    ("bench", "Benchmarks"),
 )
 
 
@@ -1004,29 +1001,6 @@ def _examples(doc: Doc, run: Run) -> None:
         doc.p("Training samples: " + NOT_RECORDED + ".")
 
 
-def _bench(doc: Doc, run: Run) -> None:
-    """bench.json's format is not defined yet: a list of {method, benchmark, accuracy|correct+n} records is
-    shown as a method × benchmark table, anything else as its JSON."""
-    if run.bench is None:
-        return
-    doc.section("bench", "Benchmarks")
-    records = run.bench.get("results") if isinstance(run.bench, Mapping) else run.bench
-    if isinstance(records, list) and records and all(isinstance(r, Mapping) and "method" in r and "benchmark" in r
-                                                     for r in records):
-        methods = list(dict.fromkeys(str(r["method"]) for r in records))
-        benches = list(dict.fromkeys(str(r["benchmark"]) for r in records))
-        cell: dict[tuple[str, str], str] = {}
-        for r in records:
-            if "correct" in r and "n" in r:
-                value = _fmt_pct(Proportion(int(r["correct"]), int(r["n"])))
-            else:
-                value = _num(r.get("accuracy"), 3)
-            cell[(str(r["method"]), str(r["benchmark"]))] = value
-        doc.table(["method", *benches], [[m, *(cell.get((m, b), "–") for b in benches)] for m in methods])
-    else:
-        doc.pre(json.dumps(run.bench, indent=2, ensure_ascii=False)[:20000], "bench.json")
-
-
 def _document(run: Run, figs: Mapping[str, tuple[bytes, str]]) -> Doc:
     doc = Doc()
     _summary(doc, run)
@@ -1038,31 +1012,32 @@ def _document(run: Run, figs: Mapping[str, tuple[bytes, str]]) -> Doc:
     _data(doc, run, figs)
     _cost(doc, run, figs)
     _examples(doc, run)
-    _bench(doc, run)
     return doc
 
 
 def render(run: Run, figs: Mapping[str, tuple[bytes, str]]) -> tuple[str, str]:
     """(HTML, Markdown) of the report."""
-    doc = _document(run, figs)
+    return page(f"ioa report: {run.name}", run.path, SECTIONS, _document(run, figs))
+
+
+def page(title: str, path: Path, sections: Sequence[tuple[str, str]], doc: Doc) -> tuple[str, str]:
+    """(HTML, Markdown) of a report: title, where it comes from, the section links and the document."""
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime())
-    title = f"ioa report: {run.name}"
-    present = [(sid, t) for sid, t in SECTIONS if sid != "bench" or run.bench is not None]
-    nav = "".join(f'<a href="#{esc(sid)}">{esc(t)}</a>' for sid, t in present)
+    nav = "".join(f'<a href="#{esc(sid)}">{esc(t)}</a>' for sid, t in sections)
     body = "\n".join(doc.html).removeprefix("</section>\n")  # the first section has nothing to close
-    page = (
+    html_page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
         # Nothing may be fetched or run: images are inline data, styles inline, no script at all.
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">\n"
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{esc(title)}</title>\n"
         f"<style>{CSS}</style></head>\n<body><main>\n<h1>{esc(title)}</h1>\n"
-        f"<p class=\"muted\">{esc(str(run.path))} · rendered {esc(stamp)} by ioa report</p>\n<nav>{nav}</nav>\n"
+        f"<p class=\"muted\">{esc(str(path))} · rendered {esc(stamp)} by ioa report</p>\n<nav>{nav}</nav>\n"
         f"{body}\n</section>\n</main></body></html>\n"
     )
-    md = f"# {md_esc(title)}\n\n_{md_esc(str(run.path))} · rendered {md_esc(stamp)} by ioa report_\n"
+    md = f"# {md_esc(title)}\n\n_{md_esc(str(path))} · rendered {md_esc(stamp)} by ioa report_\n"
     md += "\n".join(doc.md)
-    return page, md
+    return html_page, md
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -1092,20 +1067,32 @@ class ReportFiles:
     seconds: float
 
 
-def write_report(run_dir: Path) -> ReportFiles:
-    """Render the report of `run_dir` into it: report.html, report.md and figures/*.png."""
+def write_report(path: Path) -> ReportFiles:
+    """Render the report of a run directory into it (report.html, report.md and figures/*.png); a bench
+    directory (bench.yaml at its root) gets the bench report (ioa.bench_report)."""
+    from ioa.bench_report import is_bench_dir, write_bench_report
+
+    if is_bench_dir(Path(path)):
+        return write_bench_report(Path(path))
     t0 = time.perf_counter()
-    run = load_run(Path(run_dir))
+    run = load_run(Path(path))
     figs = build_figures(run)
+    html_page, md = render(run, figs)
+    return write_files(run.path, html_page, md, figs, FIGURE_NAMES, t0)
+
+
+def write_files(root: Path, html_page: str, md: str, figs: Mapping[str, tuple[bytes, str]],
+                known: Iterable[str], t0: float) -> ReportFiles:
+    """report.html, report.md and figures/NAME.png into `root`; a figure of `known` that this render does
+    not have (left from an earlier one) is deleted."""
     paths = []
     for name, (png, _) in figs.items():
-        path = run.path / "figures" / f"{name}.png"
+        path = root / "figures" / f"{name}.png"
         _atomic_write_bytes(path, png)
         paths.append(path)
-    for stale in FIGURE_NAMES - figs.keys():  # from an earlier render; the new report does not show it
+    for stale in set(known) - figs.keys():
         with contextlib.suppress(FileNotFoundError):
-            (run.path / "figures" / f"{stale}.png").unlink()
-    page, md = render(run, figs)
-    atomic_write_text(run.path / "report.html", page)
-    atomic_write_text(run.path / "report.md", md)
-    return ReportFiles(run.path / "report.html", run.path / "report.md", paths, time.perf_counter() - t0)
+            (root / "figures" / f"{stale}.png").unlink()
+    atomic_write_text(root / "report.html", html_page)
+    atomic_write_text(root / "report.md", md)
+    return ReportFiles(root / "report.html", root / "report.md", paths, time.perf_counter() - t0)

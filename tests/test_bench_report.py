@@ -4,7 +4,6 @@ one-seed bench, a damaged bench.json, and the command line (`ioa report`, and `i
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from pathlib import Path
@@ -22,7 +21,7 @@ from ioa.cli import app
 from ioa.errors import IoaError
 from ioa.report import ReportFiles, md_esc, write_report
 from test_bench import _bench_config
-from test_report import PNG_SIGNATURE, png_size
+from test_report import assert_figures
 
 METHODS = ["ioa", "undistilled", "standard", "no_adapter"]
 runner = CliRunner()
@@ -66,22 +65,8 @@ def test_every_section_is_present(rendered: tuple[Path, dict[str, Any], ReportFi
 
 
 def test_every_figure_is_a_valid_png_saved_and_embedded(rendered: tuple[Path, dict[str, Any], ReportFiles]) -> None:
-    import matplotlib.image
-
     bench_dir, _, files = rendered
-    page, md = _page(files)
-    assert {p.stem for p in files.figures} == set(FIGURE_NAMES)
-    for name in FIGURE_NAMES:
-        path = bench_dir / "figures" / f"{name}.png"
-        data = path.read_bytes()
-        assert data[:8] == PNG_SIGNATURE, name
-        assert len(data) > 5_000, (name, len(data))
-        width, height = png_size(data)
-        assert width > 300 and height > 150, (name, width, height)
-        assert matplotlib.image.imread(str(path)).shape[:2] == (height, width)
-        assert f"](figures/{name}.png)" in md
-    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert sorted(base64.b64decode(b) for b in embedded) == sorted(p.read_bytes() for p in files.figures)
+    assert_figures(bench_dir, files, FIGURE_NAMES)
 
 
 def test_page_is_self_contained(rendered: tuple[Path, dict[str, Any], ReportFiles]) -> None:
@@ -126,7 +111,7 @@ def test_one_seed_bench_renders_with_wilson_intervals(tmp_path: Path, monkeypatc
     assert all(b["std"] is None for s in result["summary"].values() for b in s["benchmarks"].values())
     files = write_report(bench_dir)
     page, _ = _page(files)
-    assert {p.stem for p in files.figures} == set(FIGURE_NAMES)
+    assert_figures(bench_dir, files, FIGURE_NAMES)
     assert "95% Wilson interval (one seed)" in page
     mean = result["summary"]["ioa"]["benchmarks"]["arithmetic"]["mean"]
     assert f"<td>{100 * mean:.1f}</td>" in page

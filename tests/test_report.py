@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -86,25 +87,32 @@ def test_every_section_is_present(rendered: tuple[Path, report.ReportFiles]) -> 
     assert "This run has not finished" not in page  # the fixture is a finished run
 
 
-def test_every_figure_is_a_real_png_and_embedded(rendered: tuple[Path, report.ReportFiles]) -> None:
+def assert_figures(root: Path, files: report.ReportFiles, names: Iterable[str]) -> None:
+    """Each named figure is a real PNG of some size under root/figures, linked from report.md, and the
+    embedded images of report.html are exactly the saved files."""
+    import base64
+
     import matplotlib.image
 
-    run_dir, files = rendered
     page = files.html.read_text(encoding="utf-8")
-    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert {p.stem for p in files.figures} == set(FIGURES)
-    for name in FIGURES:
-        path = run_dir / "figures" / f"{name}.png"
+    md = files.markdown.read_text(encoding="utf-8")
+    names = set(names)
+    assert {p.stem for p in files.figures} == names
+    for name in names:
+        path = root / "figures" / f"{name}.png"
         data = path.read_bytes()
         assert data[:8] == PNG_SIGNATURE, name
         assert len(data) > 5_000, (name, len(data))
         width, height = png_size(data)
         assert width > 300 and height > 150, (name, width, height)
         assert matplotlib.image.imread(str(path)).shape[:2] == (height, width)
-        assert f"](figures/{name}.png)" in files.markdown.read_text(encoding="utf-8")
-    import base64
-
+        assert f"](figures/{name}.png)" in md
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert sorted(base64.b64decode(b) for b in embedded) == sorted(p.read_bytes() for p in files.figures)
+
+
+def test_every_figure_is_a_real_png_and_embedded(rendered: tuple[Path, report.ReportFiles]) -> None:
+    assert_figures(*rendered, FIGURES)
 
 
 def test_page_is_self_contained(rendered: tuple[Path, report.ReportFiles]) -> None:

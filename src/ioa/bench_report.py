@@ -38,6 +38,7 @@ ALPHA = 0.05
 FLAGGED = {"token_limited": "token-limited (!)", "under_used": "under-used (!)"}  # fell short of N
 
 Bench = dict[str, Any]  # bench.json's content
+Figures = Mapping[str, tuple[bytes, str]]  # name → (PNG bytes, caption)
 
 
 def is_bench_dir(path: Path) -> bool:
@@ -186,7 +187,7 @@ def build_bench_figures(result: Bench) -> dict[str, tuple[bytes, str]]:
 # ------------------------------------------------------------------------------------------- rendering
 
 
-def _summary(doc: Doc, result: Bench) -> None:
+def _summary(doc: Doc, result: Bench, figs: Figures) -> None:
     doc.section("summary", "Summary")
     names = list(result["benchmarks"])
     counts = {m: len(s["seeds"]) for m, s in result["summary"].items()}
@@ -207,7 +208,7 @@ def _summary(doc: Doc, result: Bench) -> None:
         doc.p(line)
 
 
-def _config(doc: Doc, result: Bench) -> None:
+def _config(doc: Doc, result: Bench, figs: Figures) -> None:
     doc.section("config", "Configuration")
     cfg, run = result["config"], result["config"]["run"]
     doc.kv([
@@ -225,7 +226,7 @@ def _config(doc: Doc, result: Bench) -> None:
     doc.p(result.get("budget_rule") or BUDGET_RULE)
 
 
-def _results(doc: Doc, result: Bench, figs: Mapping[str, tuple[bytes, str]]) -> None:
+def _results(doc: Doc, result: Bench, figs: Figures) -> None:
     doc.section("results", "Methods × benchmarks")
     names, teacher = list(result["benchmarks"]), result["teacher"]
     head = ["method", "seeds"]
@@ -247,7 +248,7 @@ def _results(doc: Doc, result: Bench, figs: Mapping[str, tuple[bytes, str]]) -> 
         doc.figure("methods", *figs["methods"])
 
 
-def _modules(doc: Doc, result: Bench, figs: Mapping[str, tuple[bytes, str]]) -> None:
+def _modules(doc: Doc, result: Bench, figs: Figures) -> None:
     doc.section("modules", "Per-module accuracy")
     summary, teacher = result["summary"], result["teacher"]
     for n in result["benchmarks"]:
@@ -264,7 +265,7 @@ def _modules(doc: Doc, result: Bench, figs: Mapping[str, tuple[bytes, str]]) -> 
         doc.figure("modules", *figs["modules"])
 
 
-def _budget(doc: Doc, result: Bench, figs: Mapping[str, tuple[bytes, str]]) -> None:
+def _budget(doc: Doc, result: Bench, figs: Figures) -> None:
     doc.section("budget", "Budget: samples, teacher tokens and wall time")
     budgets = [b for b in result["budgets"].values()]
     n_mean = sum(b["samples"] for b in budgets) / len(budgets) if budgets else None
@@ -296,7 +297,7 @@ def _budget(doc: Doc, result: Bench, figs: Mapping[str, tuple[bytes, str]]) -> N
             doc.figure(name, *figs[name])
 
 
-def _forgetting(doc: Doc, result: Bench) -> None:
+def _forgetting(doc: Doc, result: Bench, figs: Figures) -> None:
     doc.section("forgetting", "Forgetting")
     first = next(iter(result["benchmarks"]))
     tau = result["config"]["run"].get("organizer", {}).get("tau_mastery", "τ_mastery")
@@ -309,7 +310,7 @@ def _forgetting(doc: Doc, result: Bench) -> None:
           "over every module.", "muted")
 
 
-def _significance(doc: Doc, result: Bench) -> None:
+def _significance(doc: Doc, result: Bench, figs: Figures) -> None:
     doc.section("significance", "IOA against each method")
     resamples = result["config"]["bootstrap"]["resamples"]
     rows = []
@@ -327,16 +328,11 @@ def _significance(doc: Doc, result: Bench) -> None:
           f"{resamples} resamples; p = share of resamples in which IOA is not better (ties count half).", "muted")
 
 
-def render_bench(path: Path, result: Bench, figs: Mapping[str, tuple[bytes, str]]) -> tuple[str, str]:
+def render_bench(path: Path, result: Bench, figs: Figures) -> tuple[str, str]:
     """(HTML, Markdown) of the bench report."""
     doc = Doc()
-    _summary(doc, result)
-    _config(doc, result)
-    _results(doc, result, figs)
-    _modules(doc, result, figs)
-    _budget(doc, result, figs)
-    _forgetting(doc, result)
-    _significance(doc, result)
+    for section in (_summary, _config, _results, _modules, _budget, _forgetting, _significance):
+        section(doc, result, figs)
     return page(f"ioa bench report: {result['name']}", path, SECTIONS, doc)
 
 

@@ -252,11 +252,11 @@ def _format_validation(exc: ValidationError, source: str) -> str:
     return f"{source}: {where}: {first['msg']}"
 
 
-def load_config(path: Path) -> RunConfig:
-    """Read and validate a YAML config; any problem becomes one ConfigError line."""
+def read_yaml_mapping(path: Path, what: str, missing_fix: str, example: str) -> dict[str, Any]:
+    """A YAML file holding a mapping; a missing file, bad syntax or another shape is one ConfigError line."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"config file {path} does not exist", "check the path")
+        raise ConfigError(f"{what} {path} does not exist", missing_fix)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -264,7 +264,13 @@ def load_config(path: Path) -> RunConfig:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path} is not valid YAML{where}", "fix the syntax") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings", "see configs/ for examples")
+        raise ConfigError(f"{path} must hold a mapping of settings", f"see {example} for an example")
+    return raw
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read and validate a YAML config; any problem becomes one ConfigError line."""
+    raw = read_yaml_mapping(path, "config file", "check the path", "src/ioa/presets/demo.yaml")
     return config_from_dict(raw, source=str(path))
 
 
@@ -357,17 +363,8 @@ class BenchConfig(Strict):
 
 def load_bench_config(path: Path) -> BenchConfig:
     """A bench YAML (bench settings plus the IOA run config under `run:`); any problem is one ConfigError."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"bench config {path} does not exist", "check the path (e.g. the bench_small preset)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}", "fix the syntax") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings", "see src/ioa/presets/bench_small.yaml")
+    raw = read_yaml_mapping(path, "bench config", "check the path (e.g. the bench_small preset)",
+                            "src/ioa/presets/bench_small.yaml")
     return bench_config_from_dict(raw, source=str(path))
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from ioa.errors import DomainError
+from ioa.errors import DataError, DomainError
 from ioa.models.base import Message
 
 Split = Literal["probe", "gate", "train", "benchmark"]
@@ -23,6 +27,24 @@ def check_item_request(domain: str, module: str, known: list[str], n: int, split
         raise DomainError(f"level {level} is out of range", f"use a level from 1 to {levels}")
     if n < 0:
         raise DomainError(f"cannot ask for {n} items", "ask for zero or more")
+
+
+def jsonl_objects(path: Path, fix: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, "FILE line N", row) for each non-blank line of a .jsonl or .jsonl.gz file; a line that
+    is not a JSON object is a DataError naming the file and line, with `fix`."""
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where} is not valid JSON ({exc.msg})", fix) from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where} is not a JSON object", fix)
+            yield number, where, row
 
 
 @dataclass(frozen=True)

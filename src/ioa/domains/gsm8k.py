@@ -9,7 +9,6 @@ seed can make them overlap); benchmark is test.jsonl.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from ioa.domains.answers import SOLVE_SYSTEM_PROMPT, check_response
 from ioa.domains.arithmetic import spread_over_levels
-from ioa.domains.base import Item, Module, Split, check_item_request
+from ioa.domains.base import Item, Module, Split, check_item_request, jsonl_objects
 from ioa.errors import DataError, DomainError
 from ioa.models.base import Message
 
@@ -121,38 +120,28 @@ def _clean_answer(raw: str) -> str:
 def load_jsonl(path: Path) -> list[Record]:
     """Parse one GSM8K file; any bad line is a DataError naming the file and line number."""
     records: list[Record] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            fix = 'each line must be a JSON object {"question": ..., "answer": "...#### <number>"}'
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where} is not valid JSON ({exc.msg})", fix) from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where} is not a JSON object", fix)
-            question, answer = row.get("question"), row.get("answer")
-            if not isinstance(question, str) or not question.strip():
-                raise DataError(f"{where} has no text in 'question'", fix)
-            if not isinstance(answer, str) or "####" not in answer:
-                raise DataError(f"{where} has no final '#### <answer>' in 'answer'", fix)
-            final = _clean_answer(answer.rsplit("####", 1)[1])
-            if not final:
-                raise DataError(f"{where} has an empty final answer after '####'", fix)
-            reasoning = _ANNOTATION.sub("", answer.rsplit("####", 1)[0]).strip()
-            records.append(
-                Record(
-                    question=question.strip(),
-                    answer=final,
-                    solution=f"{reasoning}\n#### {final}" if reasoning else f"#### {final}",
-                    level=level_of(count_steps(answer)),
-                    module=tag_question(question),
-                    source=path.name,
-                    line=number,
-                )
+    fix = 'each line must be a JSON object {"question": ..., "answer": "...#### <number>"}'
+    for number, where, row in jsonl_objects(path, fix):
+        question, answer = row.get("question"), row.get("answer")
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{where} has no text in 'question'", fix)
+        if not isinstance(answer, str) or "####" not in answer:
+            raise DataError(f"{where} has no final '#### <answer>' in 'answer'", fix)
+        final = _clean_answer(answer.rsplit("####", 1)[1])
+        if not final:
+            raise DataError(f"{where} has an empty final answer after '####'", fix)
+        reasoning = _ANNOTATION.sub("", answer.rsplit("####", 1)[0]).strip()
+        records.append(
+            Record(
+                question=question.strip(),
+                answer=final,
+                solution=f"{reasoning}\n#### {final}" if reasoning else f"#### {final}",
+                level=level_of(count_steps(answer)),
+                module=tag_question(question),
+                source=path.name,
+                line=number,
             )
+        )
     return records
 
 

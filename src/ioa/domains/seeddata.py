@@ -32,7 +32,6 @@ the teacher, so that domain is opened with its grader (`open_seed_domain`, as `i
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from collections import defaultdict
@@ -46,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ioa.config import DomainConfig
 from ioa.domains.answers import SOLVE_SYSTEM_PROMPT, check_response
 from ioa.domains.arithmetic import spread_over_levels
-from ioa.domains.base import Item, Module, Split, check_item_request
+from ioa.domains.base import Item, Module, Split, check_item_request, jsonl_objects
 from ioa.domains.code import assemble_program, extract_code
 from ioa.domains.gsm8k import count_steps, level_of
 from ioa.errors import ConfigError, DataError, DomainError
@@ -152,43 +151,33 @@ def load_records(path: Path, options: SeedOptions, prefix: str) -> list[SeedReco
     needs = f"{q!r} and {t!r} (tests)" if options.scoring == "code" else f"{q!r} and {a!r}"
     fix = f"each line must be a JSON object with {needs} (field names: domain.options question_field/answer_field/...)"
     records: list[SeedRecord] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where} is not valid JSON ({exc.msg})", fix) from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where} is not a JSON object", fix)
-            prompt = _text(row.get(q))
-            if not prompt or not prompt.strip():
-                raise DataError(f"{where} has no text in {q!r}", fix)
-            answer, solution, tests, steps = "", "", "", None
-            raw_answer = _text(row.get(a))
-            if options.scoring == "code":
-                raw_tests = row.get(t)
-                tests = "\n".join(raw_tests) if isinstance(raw_tests, list) else _text(raw_tests) or ""
-                if not tests.strip():
-                    raise DataError(f"{where} has no tests in {t!r}", fix)
-                solution = raw_answer or ""
-            elif raw_answer is None or not raw_answer.strip():
-                raise DataError(f"{where} has no text in {a!r}", fix)
-            elif options.scoring == "numeric" and "####" in raw_answer:  # GSM8K shape: reasoning, then #### final
-                reasoning, final = raw_answer.rsplit("####", 1)
-                answer = final.strip().replace(",", "").rstrip(".")
-                reasoning = _ANNOTATION.sub("", reasoning).strip()
-                solution = f"{reasoning}\n#### {answer}" if reasoning else f"#### {answer}"
-                steps = count_steps(raw_answer)
-            else:
-                answer = raw_answer.strip()
-            if options.scoring != "code" and not answer:
-                raise DataError(f"{where} has an empty final answer", fix)
-            entry = _text(row.get(options.entry_point_field)) or ""
-            records.append(SeedRecord(f"{prefix}-{number}", prompt.strip(), answer, solution, tests, entry.strip(),
-                                      steps, path.name, number))  # fmt: skip
+    for number, where, row in jsonl_objects(path, fix):
+        prompt = _text(row.get(q))
+        if not prompt or not prompt.strip():
+            raise DataError(f"{where} has no text in {q!r}", fix)
+        answer, solution, tests, steps = "", "", "", None
+        raw_answer = _text(row.get(a))
+        if options.scoring == "code":
+            raw_tests = row.get(t)
+            tests = "\n".join(raw_tests) if isinstance(raw_tests, list) else _text(raw_tests) or ""
+            if not tests.strip():
+                raise DataError(f"{where} has no tests in {t!r}", fix)
+            solution = raw_answer or ""
+        elif raw_answer is None or not raw_answer.strip():
+            raise DataError(f"{where} has no text in {a!r}", fix)
+        elif options.scoring == "numeric" and "####" in raw_answer:  # GSM8K shape: reasoning, then #### final
+            reasoning, final = raw_answer.rsplit("####", 1)
+            answer = final.strip().replace(",", "").rstrip(".")
+            reasoning = _ANNOTATION.sub("", reasoning).strip()
+            solution = f"{reasoning}\n#### {answer}" if reasoning else f"#### {answer}"
+            steps = count_steps(raw_answer)
+        else:
+            answer = raw_answer.strip()
+        if options.scoring != "code" and not answer:
+            raise DataError(f"{where} has an empty final answer", fix)
+        entry = _text(row.get(options.entry_point_field)) or ""
+        records.append(SeedRecord(f"{prefix}-{number}", prompt.strip(), answer, solution, tests, entry.strip(),
+                                  steps, path.name, number))  # fmt: skip
     if not records:
         raise DataError(f"{path} holds no tasks", fix)
     return records

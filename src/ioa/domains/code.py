@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import gzip
 import hashlib
 import importlib.util
-import json
 import math
 import random
 import re
@@ -53,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ioa.domains.arithmetic import spread_over_levels
-from ioa.domains.base import Item, Module, Split, check_item_request
+from ioa.domains.base import Item, Module, Split, check_item_request, jsonl_objects
 from ioa.errors import DataError, DomainError
 from ioa.models.base import Message
 from ioa.sandbox import ExecutionResult, SandboxLimits, run_tests
@@ -220,28 +218,18 @@ def load_problems(path: Path) -> tuple[Problem, ...]:
     """Parse and tag a HumanEval-format file (.jsonl or .jsonl.gz); a bad line is a DataError naming it."""
     if not path.is_file():
         raise DomainError(f"HumanEval file {path} does not exist", "set domain.data_path to a .jsonl(.gz) file")
-    opener = gzip.open if path.suffix == ".gz" else open
     fields = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
     fix = f"each line must be a JSON object with {', '.join(fields)} (HumanEval format)"
     problems: list[Problem] = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where} is not valid JSON ({exc.msg})", fix) from None
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k] for k in fields):
-                raise DataError(f"{where} lacks one of {', '.join(fields)}", fix)
-            try:
-                module, level = tag_problem(row), level_of(complexity(row))
-            except (SyntaxError, ValueError) as exc:
-                raise DataError(
-                    f"{where}: prompt + canonical_solution do not define the entry point ({exc})", fix
-                ) from None
-            problems.append(Problem(*(row[k] for k in fields), module=module, level=level, index=len(problems)))
+    for _, where, row in jsonl_objects(path, fix):
+        if not all(isinstance(row.get(k), str) and row[k] for k in fields):
+            raise DataError(f"{where} lacks one of {', '.join(fields)}", fix)
+        try:
+            module, level = tag_problem(row), level_of(complexity(row))
+        except (SyntaxError, ValueError) as exc:
+            why = f"{where}: prompt + canonical_solution do not define the entry point ({exc})"
+            raise DataError(why, fix) from None
+        problems.append(Problem(*(row[k] for k in fields), module=module, level=level, index=len(problems)))
     if not problems:
         raise DataError(f"{path} holds no problems", fix)
     return tuple(problems)

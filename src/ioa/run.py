@@ -454,10 +454,12 @@ def step_synthesise(loop: Loop, stage: Stage, state: StageState) -> None:
 def _replay_samples(loop: Loop) -> list[Sample]:
     """A share of each earlier-taught module's data: review, and replay for a fallen one (forgetting guard)."""
     out: list[Sample] = []
+    if not loop.curriculum.pending_replay:
+        return out
+    earlier = [s for p in sorted((loop.run / "stages").glob("*/data.jsonl")) for s in _load_samples(p)
+               if s.lineage.get("purpose") != "replay"]  # read once: review now names every taught module
     for module, n in loop.curriculum.pending_replay.items():
-        earlier = [s for p in sorted((loop.run / "stages").glob("*/data.jsonl")) for s in _load_samples(p)
-                   if s.module == module and s.lineage.get("purpose") != "replay"]
-        for s in earlier[:n]:
+        for s in [s for s in earlier if s.module == module][:n]:
             out.append(Sample(**{**s.to_dict(), "lineage": {**s.lineage, "purpose": "replay"}}))
     return out
 

@@ -14,6 +14,7 @@ from ioa.baselines import (
     Context,
     check_supported,
     llm2llm,
+    pool_size,
     seed_pool,
     self_instruct,
     standard_distillation,
@@ -46,6 +47,16 @@ def test_seed_pool_is_the_train_split_spread_evenly_over_modules() -> None:
     assert pool != seed_pool(ArithmeticDomain(), MODULES, 5, seed=4)
 
 
+def test_a_prefix_of_the_seed_pool_covers_every_level() -> None:
+    # A baseline stops at N samples, so the pool's order decides what it trains on: a level-sorted pool
+    # (as the domain returns items) would give standard distillation only the easiest levels.
+    pool = seed_pool(ArithmeticDomain(), MODULES, 40, seed=0)
+    first = [i for i in pool[:24] if i.module == "multi_digit_add"]
+    assert len(first) == 12
+    assert len({i.level for i in first}) >= 4
+    assert sorted(i.level for i in pool) == sorted(i.level for i in seed_pool(ArithmeticDomain(), MODULES, 40, 0))
+
+
 def test_standard_distillation_keeps_verified_teacher_replies_verbatim() -> None:
     teacher = FakeTeacher(wrong_every=3)
     data = standard_distillation(context("standard", teacher, max_samples=12))
@@ -68,7 +79,7 @@ def test_a_baseline_stops_where_the_token_budget_ends() -> None:
 
 
 def test_seed_items_that_match_a_benchmark_item_are_never_sent() -> None:
-    pool = seed_pool(ArithmeticDomain(), MODULES, 40, seed=0)
+    pool = seed_pool(ArithmeticDomain(), MODULES, pool_size(10, len(MODULES)), seed=0)  # the pool it draws
     protected = [i.prompt for i in pool[:6]]
     data = standard_distillation(context("standard", FakeTeacher(), max_samples=10, protected=protected))
     assert data.drops["contaminated"] >= 6

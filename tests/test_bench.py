@@ -281,10 +281,10 @@ def test_without_adapter_the_teacher_gets_a_plain_request() -> None:
 
 def test_without_adapter_items_ignore_the_level_ladder() -> None:
     domain = ArithmeticDomain()
-    req = DataRequest("multi_digit_add", 10, 1, "steps")
+    req = DataRequest("multi_digit_add", 10, 1, "steps", rungs=3)
     ladder_levels = [i.level for i in request_items(domain, req, AdapterConfig(), 0)]
     flat_levels = [i.level for i in request_items(domain, req, AdapterConfig(enabled=False), 0)]
-    assert sorted(ladder_levels) == sorted(ladder(1, 5, 10)) == [1] * 6 + [2] * 3 + [3]  # the ladder from 1
+    assert sorted(ladder_levels) == sorted(ladder(1, 5, 10, 3)) == [1] * 6 + [2] * 3 + [3]  # the ladder from 1
     assert sorted(set(flat_levels)) == [1, 2, 3, 4, 5] and flat_levels.count(1) == 2  # even over all levels
 
 
@@ -375,6 +375,13 @@ def test_bench_json_holds_every_method_seed_and_benchmark(bench: tuple[BenchConf
     assert on_disk["significance"]["standard"]["arithmetic"] == paired_bootstrap(a, b, 500, 0).to_dict()
     md = (cfg.bench_dir / "bench.md").read_text()
     assert all(TITLES[m] in md for m in BENCH_METHODS) and "verified training samples N" in md
+    # Student-side compute beside the budget: IOA trains per stage and per remedial round, the baselines once
+    # (LLM2LLM once per round), the undistilled student never.
+    trainings = {m: cells[(m, 0)]["training"]["trainings"] for m in BENCH_METHODS}
+    assert trainings["undistilled"] == 0 and trainings["standard"] == 1
+    assert trainings["llm2llm"] == 1 + cfg.baselines.llm2llm_rounds
+    assert trainings["ioa"] >= 2 and trainings["no_organizer"] >= 1
+    assert cells[("standard", 0)]["training"]["examples"] == cells[("standard", 0)]["spend"]["samples"]
 
 
 def test_every_method_keeps_to_the_budget(bench: tuple[BenchConfig, dict[str, Any]]) -> None:
@@ -419,6 +426,27 @@ def test_the_ablations_really_differ(bench: tuple[BenchConfig, dict[str, Any]]) 
     assert spent  # the fake bench's budgets are tight enough to get there
     for seed, m, e in spent:
         assert not list((cfg.bench_dir / seed / m / f"stages/{e['stage']:02d}").glob("remedial-*.jsonl"))
+
+
+def test_remedial_data_enters_the_ladder_at_the_frontier_the_gate_measured(
+    bench: tuple[BenchConfig, dict[str, Any]],
+) -> None:
+    cfg, _ = bench
+    checked = 0
+    for seed in ("seed-0", "seed-1"):
+        run = cfg.bench_dir / seed / "ioa"
+        for e in _events(run):
+            if e["event"] != "gate" or e["passed"]:
+                continue
+            remedial = run / f"stages/{e['stage']:02d}/remedial-{e['round'] + 1}.jsonl"
+            if not remedial.exists():
+                continue
+            rows = [json.loads(line) for line in remedial.read_text().splitlines()]
+            for m in e["gate"]["failed_modules"]:
+                levels = [r["level"] for r in rows if r["module"] == m]
+                assert levels and min(levels) == e["frontier"][m], (seed, m, e["frontier"])
+                checked += 1
+    assert checked  # the fake student fails its gates, so remediation happened
 
 
 def test_a_rerun_skips_finished_cells_and_pays_no_teacher_call(

@@ -320,6 +320,15 @@ def test_remediation_plan_failing_only_smaller_and_easier():
         remediation_plan(StageState.start(STAGE, OrganizerConfig(), True), 40, 0.5)
 
 
+def test_remediation_at_the_measured_frontier_keeps_its_levels():
+    state = StageState.start(Stage(0, ("a", "b"), 0.5, 0), OrganizerConfig(), True)
+    fail = mastery_gate({"a": Proportion(10, 50), "b": Proportion(50, 50)}, {"a": 1.0, "b": 1.0}, 0.9, "lcb")
+    state = record(record(record(state, S), T), G, fail)
+    plan = remediation_plan(state, 40, 0.5, levels={"a": 3, "b": 1}, step_down=False)
+    assert plan.modules == ("a",) and plan.levels == {"a": 3}  # where the gate found the student, not below
+    assert plan.easier_by == 1  # the Adapter's prompt is still one notch easier
+
+
 # --- bridging ------------------------------------------------------------------------------------------------
 
 

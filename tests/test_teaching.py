@@ -1,4 +1,4 @@
-"""Stage data: the difficulty ladder (one level at a time, at most three rungs) and stable derived seeds."""
+"""Stage data: the difficulty ladder (one level at a time, up to the top or a rung cap) and stable derived seeds."""
 
 from __future__ import annotations
 
@@ -14,25 +14,31 @@ from ioa.teaching import derived_seed, ladder
 
 @pytest.mark.parametrize("start", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("n", [0, 1, 2, 5, 6, 7, 48, 100])
-def test_ladder_shape(start: int, n: int) -> None:
-    levels = ladder(start, 5, n)
+@pytest.mark.parametrize("rungs", [None, 3])
+def test_ladder_shape(start: int, n: int, rungs: int | None) -> None:
+    levels = ladder(start, 5, n, rungs)
     assert len(levels) == n
     assert levels == sorted(levels)  # easiest first
-    rungs = sorted(set(levels))
-    assert len(rungs) <= 3
+    climbed = sorted(set(levels))
     assert all(start <= lv <= 5 for lv in levels)
+    if rungs is not None:
+        assert len(climbed) <= rungs
     if n:
-        assert rungs[0] == start
-        assert all(b - a == 1 for a, b in itertools.pairwise(rungs))  # never skips a level
+        assert climbed[0] == start
+        assert all(b - a == 1 for a, b in itertools.pairwise(climbed))  # never skips a level
         counts = Counter(levels)
         assert counts[start] == max(counts.values())  # most practice at the entry level
+    if n >= 15 and rungs is None:
+        assert climbed[-1] == 5  # every level above the entry is reached
 
 
 def test_ladder_counts() -> None:
-    assert Counter(ladder(2, 5, 48)) == {2: 24, 3: 16, 4: 8}  # 3:2:1
-    assert Counter(ladder(4, 5, 48)) == {4: 32, 5: 16}  # capped at the top: two rungs, 2:1
+    assert Counter(ladder(1, 5, 60)) == {1: 20, 2: 16, 3: 12, 4: 8, 5: 4}  # 5:4:3:2:1, up to the top
+    assert Counter(ladder(2, 5, 48)) == {2: 21, 3: 14, 4: 9, 5: 4}  # 4:3:2:1 (19, 14, 9, 4; remainder 2 to the entry)
+    assert Counter(ladder(2, 5, 48, rungs=3)) == {2: 24, 3: 16, 4: 8}  # capped at three rungs: 3:2:1
+    assert Counter(ladder(4, 5, 48)) == {4: 32, 5: 16}  # two rungs left to the top: 2:1
     assert Counter(ladder(5, 5, 10)) == {5: 10}
-    assert Counter(ladder(1, 5, 7)) == {1: 4, 2: 2, 3: 1}  # the remainder goes to the entry level
+    assert Counter(ladder(1, 5, 7, rungs=3)) == {1: 4, 2: 2, 3: 1}  # the remainder goes to the entry level
     assert ladder(1, 5, 1) == [1]
     assert ladder(3, 5, 0) == []
 
@@ -40,6 +46,8 @@ def test_ladder_counts() -> None:
 def test_ladder_with_few_levels() -> None:
     assert ladder(1, 1, 4) == [1, 1, 1, 1]
     assert Counter(ladder(1, 2, 9)) == {1: 6, 2: 3}
+    with pytest.raises(ValueError, match="at least one rung"):
+        ladder(1, 5, 3, rungs=0)
 
 
 def test_ladder_rejects_a_start_below_the_levels() -> None:
@@ -87,7 +95,7 @@ def test_a_dry_level_passes_its_shortfall_one_level_up() -> None:
     domain = ArithmeticDomain()
     pools = {lv: len(domain.items("single_digit_add", 500, 0, "train", level=lv)) for lv in (1, 2, 3)}
     assert sum(pools.values()) < 30  # single-digit sums: a tiny pool per level and split
-    items = items_for(domain, "single_digit_add", ladder(1, 5, 58), seed=3)
+    items = items_for(domain, "single_digit_add", ladder(1, 5, 58, rungs=3), seed=3)
     by_level = Counter(i.level for i in items)
     assert len(items) == 58 and len({i.prompt for i in items}) == 58
     assert {lv: by_level[lv] for lv in (1, 2, 3)} == pools  # every easier item first

@@ -110,8 +110,14 @@ def check_supported(method: str, domain: Domain) -> None:
 
 
 def seed_pool(domain: Domain, modules: Sequence[str], per_module: int, seed: int) -> list[Item]:
-    """The seed data: `train`-split items of the modules, interleaved module by module (uniform allocation)."""
-    lists = [domain.items(m, per_module, derived_seed(seed, "seed-data", m), split="train") for m in modules]
+    """The seed data: `train`-split items of the modules, interleaved module by module (uniform allocation),
+    each module's items in a seeded random order. A domain returns items grouped by level, so without the
+    shuffle a baseline that stops at N would train on the easiest levels only."""
+    lists = []
+    for m in modules:
+        items = domain.items(m, per_module, derived_seed(seed, "seed-data", m), split="train")
+        random.Random(derived_seed(seed, "seed-order", m)).shuffle(items)
+        lists.append(items)
     pool: list[Item] = []
     for row in range(max((len(x) for x in lists), default=0)):
         pool += [x[row] for x in lists if row < len(x)]

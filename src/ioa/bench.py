@@ -318,6 +318,7 @@ def run_cell(bench: Bench, method: str, seed: int, budget: Spend | None) -> dict
         "method": method, "seed": seed, "spend": spend.to_dict(), "budget": check.to_dict(),
         "seconds": round(seconds, 1), "eval_seconds": round(time.perf_counter() - scoring, 1),
         "teacher_calls_paid": getattr(bench.teacher, "misses", 0) - misses,
+        "training": training_spend(RunDir(out)),
         "student": _relative(Path(student), bench.dir.path), "results": results,
     }
     write_json(done, cell)
@@ -326,6 +327,20 @@ def run_cell(bench: Bench, method: str, seed: int, budget: Spend | None) -> dict
                         + ", ".join(f"{b} {100 * r['accuracy']:.1f}%" for b, r in results.items()))
     _prune(out, Path(student))
     return cell
+
+
+def training_spend(run: RunDir) -> dict[str, float]:
+    """The student-side compute a cell used, from its `trained` events: trainings, examples shown (all epochs
+    counted once per training), optimiser steps, tokens through the model, seconds. Not part of the budget
+    match (samples and teacher tokens are), but reported beside it: a curriculum trains more often."""
+    seen: dict[str, dict[str, Any]] = {}
+    for e in run.events():
+        if e.get("event") == "trained":
+            seen[str(e.get("at"))] = e  # a resumed cell logs a reused training again: count it once
+    return {"trainings": len(seen), "examples": sum(int(e.get("examples", 0)) for e in seen.values()),
+            "steps": sum(int(e.get("steps", 0)) for e in seen.values()),
+            "tokens": sum(int(e.get("tokens", 0)) for e in seen.values()),
+            "seconds": round(sum(float(e.get("seconds", 0.0)) for e in seen.values()), 1)}
 
 
 def _taught(bench: Bench, method: str, seed: int) -> int | None:
@@ -367,7 +382,7 @@ def _baseline_cell(bench: Bench, method: str, config: RunConfig, budget: Spend) 
         result = train(bench.base, as_examples(samples), out, config.training)
         bar(1)
         run.event("trained", at=_relative(out, run.path), examples=len(samples), final_loss=result.final_loss,
-                  seconds=result.seconds, reused=result.reused)
+                  seconds=result.seconds, reused=result.reused, steps=result.steps, tokens=result.tokens)
         return str(out)
 
     def examiner(student: str, items: Sequence[Item]) -> list[bool]:
@@ -469,6 +484,8 @@ def summarise(cfg: BenchConfig, benchmarks: Sequence[Benchmark], teacher: Mappin
         entry["teacher_tokens"] = mean_std([c["spend"]["teacher_tokens"] for c in mine])[0]
         entry["token_ratio"] = _mean_or_none([c["budget"]["token_ratio"] for c in mine])
         entry["budget_status"] = sorted({c["budget"]["status"] for c in mine})
+        entry["training_tokens"] = _mean_or_none([c.get("training", {}).get("tokens") for c in mine])
+        entry["training_steps"] = _mean_or_none([c.get("training", {}).get("steps") for c in mine])
         entry["seconds"] = mean_std([c["seconds"] for c in mine])[0]
         entry["seconds_total"] = sum(c["seconds"] for c in mine)
         summary[method] = entry
@@ -537,7 +554,9 @@ def markdown(result: Mapping[str, Any]) -> str:
     head = ["method"]
     for n in names:
         head += [f"{n} (%)", f"{n} retention", f"p vs IOA ({n})"]
-    head += ["forgetting", "largest drop", "samples", "teacher tokens (× IOA)", "budget", "time / seed"]
+    head += ["forgetting", "largest drop", "samples", "teacher tokens (× IOA)", "budget", "training tokens (× IOA)",
+             "time / seed"]
+    ioa_training = summary.get("ioa", {}).get("training_tokens")
     rows = []
     for method, s in summary.items():
         row = [TITLES.get(method, method)]
@@ -548,7 +567,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         ratio = f" (×{s['token_ratio']:.2f})" if s["token_ratio"] is not None else ""
         row += [_num(s["forgetting"], "{:.1%}"), f"{s['largest_drop']:.1%}", f"{s['samples']:.0f}",
                 f"{s['teacher_tokens']:,.0f}{ratio}",
-                ", ".join(x.replace("_", "-") for x in s["budget_status"]), f"{s['seconds'] / 60:.1f} min"]
+                ", ".join(x.replace("_", "-") for x in s["budget_status"]),
+                _training_cell(s.get("training_tokens"), ioa_training), f"{s['seconds'] / 60:.1f} min"]
         rows.append(row)
     lines += _table(head, rows)
     teacher = result["teacher"]
@@ -585,10 +605,20 @@ def markdown(result: Mapping[str, Any]) -> str:
               "- Forgetting: the largest drop, base student → method, on a module of the first benchmark that the "
               f"base student had mastered (accuracy / teacher ≥ {cfg['run']['organizer']['tau_mastery']}), mean "
               "over seeds; – when it had mastered none. Largest drop: the same over every module.",
+              "- Training tokens: tokens through the student in every training of the cell (all epochs, "
+              "calibration pilots and LLM2LLM's intermediate rounds included); not part of the budget match.",
               "- Time: data and training of the attempt that finished the cell, without the final scoring (a "
               "resumed cell shows only its last attempt); teacher calls paid: calls the shared cache did not "
               "already hold."]
     return "\n".join(lines) + "\n"
+
+
+def _training_cell(tokens: float | None, ioa: float | None) -> str:
+    """Tokens through the student in training, and their ratio to IOA's ("–" for a bench run before this
+    was recorded)."""
+    if tokens is None:
+        return "–"
+    return f"{tokens:,.0f}" + (f" (×{tokens / ioa:.2f})" if ioa else "")
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

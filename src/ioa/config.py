@@ -159,6 +159,12 @@ class OrganizerConfig(Strict):
     # small and a lower bound on 4-5 items would never clear 0.8, so every module would restart at level 1.
     tau_level: float = Field(0.8, ge=0, le=1)
     level_mode: Literal["point", "lcb"] = "point"
+    # How many levels a module's data climbs from its entry level (None: up to the top). Capped at 3, a
+    # student entering at level 1 never saw levels 4-5 of a module and scored 0/9 on them (bench_small).
+    ladder_rungs: int | None = Field(None, ge=1)
+    # Where remedial data enters the ladder: "frontier" = the lowest level the failed gate found unsolved
+    # (read per level from the gate's items), "easier" = one level below the entry per round.
+    remedial_levels: Literal["frontier", "easier"] = "frontier"
     # Remedial data (§3.4, "smaller"): per failing module, this share of what it got in the stage.
     remediation_fraction: float = Field(0.5, gt=0, le=1)
     # Upper bound on gate probes per module; a tau_mastery the lcb gate cannot reach within it is an error.

@@ -470,10 +470,14 @@ def remediation_plan(
     stage_samples: Mapping[str, int] | int,
     remediation_fraction: float,
     levels: Mapping[str, int] | None = None,
+    *,
+    step_down: bool = True,
 ) -> RemediationPlan:
-    """What REMEDIATE writes. Round r is r notches easier than the stage data: round 1 is DESIGN's "one
-    notch easier", and each further round steps down again since the notch before evidently did not land.
-    Levels floor at 1. `stage_samples`: what each module got in the stage (one int if all got the same)."""
+    """What REMEDIATE writes. Round r is r notches easier than the stage data in the Adapter's settings:
+    round 1 is DESIGN's "one notch easier", and each further round steps down again since the notch before
+    evidently did not land. `levels` are the ladder entry levels; with `step_down` they drop by r too
+    (floored at 1), without it they are used as given (the frontier the failed gate measured).
+    `stage_samples`: what each module got in the stage (one int if all got the same)."""
     if next_action(state) != Action.REMEDIATE:
         raise ValueError(f"stage {state.stage.index} does not need remediation now")
     gate = state.last_gate
@@ -490,7 +494,7 @@ def remediation_plan(
         modules=failing,
         samples={m: _share(remediation_fraction, given(m)) for m in failing},
         easier_by=round_no,
-        levels={m: max(1, levels[m] - round_no) for m in failing} if levels else {},
+        levels={m: max(1, levels[m] - (round_no if step_down else 0)) for m in failing} if levels else {},
     )
 
 

@@ -63,7 +63,7 @@ from ioa.organizer import (
     review_plan,
     start_level,
 )
-from ioa.probing import accuracy_by_level
+from ioa.probing import ProbeRow, accuracy_by_level
 from ioa.rundir import RunDir, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from ioa.stats import Proportion
 from ioa.teaching import DataRequest, as_examples, derived_seed, synthesise
@@ -188,15 +188,20 @@ class Loop:
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, student_dir: str, modules: Sequence[str], n: int, seed: int, split: str,
                  label: str) -> dict[str, Proportion]:
+        return self.evaluate_rows(student_dir, modules, n, seed, split, label)[0]
+
+    def evaluate_rows(self, student_dir: str, modules: Sequence[str], n: int, seed: int, split: str,
+                      label: str) -> tuple[dict[str, Proportion], list[ProbeRow]]:
+        """Accuracy per module, and every scored item (for per-level reads)."""
         model = load_student_model(Path(student_dir), self.cache)
         model.model.batch_size = self.config.evaluation.batch_size  # type: ignore[attr-defined]
         items = fresh_items(self.domain, modules, n, seed, split)  # type: ignore[arg-type]
         start = time.perf_counter()
-        acc, _ = score(model, self.domain, items, self.config.evaluation.student_max_tokens,
-                       on_progress=self.reporter.bar(label, len(items)))
+        acc, rows = score(model, self.domain, items, self.config.evaluation.student_max_tokens,
+                          on_progress=self.reporter.bar(label, len(items)))
         self.run.event("evaluated", label=label, items=len(items), seconds=time.perf_counter() - start,
                        cached=model.hits, generated=model.misses)
-        return acc
+        return acc, rows
 
     def snapshot(self, label: str) -> dict[str, Proportion]:
         """One evaluation of S on every module's probe items (the Eq. 3 population)."""
@@ -255,7 +260,7 @@ class Loop:
         # seconds: the optimisation itself; call_seconds: with loading and saving the model.
         self.run.event("trained", at=str(out.relative_to(self.run.path)), examples=len(samples),
                        final_loss=result.final_loss, seconds=result.seconds, reused=result.reused,
-                       call_seconds=time.perf_counter() - start)
+                       call_seconds=time.perf_counter() - start, steps=result.steps, tokens=result.tokens)
         return str(out)
 
 
@@ -380,11 +385,16 @@ def ensure_base_student(config: RunConfig, run: RunDir) -> str:
 # -------------------------------------------------------------------------------------- the stage
 
 
+def data_request(loop: Loop, module: str, count: int, level: int | None = None, *, easier: int = 0,
+                 representation: Representation | None = None) -> DataRequest:
+    """`count` samples of `module` on the ladder from `level` (default: the module's current entry level)."""
+    return DataRequest(module, count, loop.curriculum.levels.get(module, 1) if level is None else level,
+                       representation or _representation(loop, module), easier=easier,
+                       rungs=loop.config.organizer.ladder_rungs)
+
+
 def stage_requests(loop: Loop, stage: Stage, per_module: int) -> list[DataRequest]:
-    return [
-        DataRequest(m, per_module, loop.curriculum.levels.get(m, 1), _representation(loop, m))
-        for m in stage.modules
-    ]
+    return [data_request(loop, m, per_module) for m in stage.modules]
 
 
 def _representation(loop: Loop, module: str) -> Representation:
@@ -406,8 +416,7 @@ def calibrate(loop: Loop) -> None:
     if not cfg.enabled or cfg.representation != "auto" or not todo or len(cfg.candidates) < 2:
         return
     cdir = loop.run / "calibration"
-    requests = [DataRequest(m, cfg.pilot_samples_per_module, loop.curriculum.levels.get(m, 1), "steps")
-                for m in todo]
+    requests = [data_request(loop, m, cfg.pilot_samples_per_module, representation="steps") for m in todo]
     seed = derived_seed(loop.config.seed, "pilot")
     path = cdir / "data.jsonl"
     samples = _load_samples(path) if path.exists() else loop.write_data(
@@ -478,11 +487,16 @@ def step_gate(loop: Loop, stage: Stage, state: StageState) -> GateResult:
     org = loop.config.organizer
     n = gate_item_count(org)
     seed = derived_seed(loop.config.seed, "gate", stage.index, state.rounds)
-    acc = loop.evaluate(loop.student, stage.modules, n, seed, "gate",
-                        f"stage {stage.index + 1}: gate (round {state.rounds})")
+    acc, rows = loop.evaluate_rows(loop.student, stage.modules, n, seed, "gate",
+                                   f"stage {stage.index + 1}: gate (round {state.rounds})")
     gate = mastery_gate(acc, loop.teacher_acc, org.tau_mastery, org.gate_mode, modules=stage.modules)
+    frontier = {m: start_level(accuracy_by_level(rows, m), loop.domain.levels, org.tau_level, org.level_mode)
+                for m in stage.modules}
+    if org.remedial_levels == "frontier":  # the ladder re-enters where this gate found the student
+        loop.curriculum.levels.update({m: frontier[m] for m in gate.failed_modules})
     loop.run.event("gate", stage=stage.index + 1, round=state.rounds, passed=gate.passed,
-                   accuracy={m: [p.correct, p.n] for m, p in acc.items()}, gate=gate.to_dict())
+                   accuracy={m: [p.correct, p.n] for m, p in acc.items()}, gate=gate.to_dict(),
+                   frontier=frontier)
     verdict = "passed" if gate.passed else f"failed on {', '.join(gate.failed_modules)}"
     loop.reporter.info(f"stage {stage.index + 1} gate (round {state.rounds}): {verdict}; "
                        + ", ".join(f"{m} {acc[m].correct}/{acc[m].n}" for m in stage.modules))
@@ -491,11 +505,12 @@ def step_gate(loop: Loop, stage: Stage, state: StageState) -> GateResult:
 
 def step_remediate(loop: Loop, stage: Stage, state: StageState) -> None:
     samples_given = {m: loop.config.adapter.samples_per_module for m in stage.modules}
-    plan = remediation_plan(state, samples_given, loop.config.organizer.remediation_fraction,
-                            levels={m: loop.curriculum.levels.get(m, 1) for m in stage.modules})
+    org = loop.config.organizer
+    plan = remediation_plan(state, samples_given, org.remediation_fraction,
+                            levels={m: loop.curriculum.levels.get(m, 1) for m in stage.modules},
+                            step_down=org.remedial_levels == "easier")
     easier = plan.easier_by if loop.config.adapter.enabled else 0  # "simpler" is the Adapter's doing
-    requests = [DataRequest(m, plan.samples[m], plan.levels.get(m, 1), _representation(loop, m),
-                            easier=easier) for m in plan.modules]
+    requests = [data_request(loop, m, plan.samples[m], plan.levels.get(m, 1), easier=easier) for m in plan.modules]
     seed = derived_seed(loop.config.seed, "remedial", stage.index, plan.round)
     loop.write_data(requests, loop.stage_dir(stage) / f"remedial-{plan.round}.jsonl", seed,
                     {"stage": stage.index + 1, "purpose": "remedial", "round": plan.round},
@@ -510,7 +525,7 @@ def step_bridge(loop: Loop, stage: Stage) -> None:
                          loop.config.organizer.bridging_fraction, edges=_edges(loop),
                          levels={m: loop.curriculum.levels.get(m, 1) for m in stage.modules},
                          max_level=loop.domain.levels)
-    requests = [DataRequest(m, n, plan.levels.get(m, 1), _representation(loop, m)) for m, n in plan.samples.items()]
+    requests = [data_request(loop, m, n, plan.levels.get(m, 1)) for m, n in plan.samples.items()]
     seed = derived_seed(loop.config.seed, "bridge", stage.index)
     # Written now, trained with the next stage's data (one training instead of two).
     loop.write_data(requests, loop.stage_dir(stage) / "bridge.jsonl", seed,

@@ -25,17 +25,23 @@ def derived_seed(*parts: object) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
 
 
-def ladder(start: int, max_level: int, n: int) -> list[int]:
-    """Levels for n samples: from `start` rising one level at a time, at most three rungs, easiest most."""
+def ladder(start: int, max_level: int, n: int, rungs: int | None = None) -> list[int]:
+    """Levels for n samples: from `start` rising one level at a time up to the top (or at most `rungs`
+    rungs), easiest most: weights k, k-1, ..., 1 over the k rungs, the remainder to the entry level.
+
+    Every level the final evaluation asks about is reached: measured with a three-rung cap, a student that
+    entered at level 1 was never shown levels 4-5 and scored 0/9 there (bench_small, seed 0)."""
     if not 1 <= start <= max_level:
         raise ValueError(f"level {start} is outside the ladder 1..{max_level}")
-    rungs = [start]
-    while len(rungs) < 3 and rungs[-1] < max_level:
-        rungs.append(next_level(rungs[-1], max_level))
-    weights = list(range(len(rungs), 0, -1))  # e.g. 3:2:1: most practice at the entry level
+    if rungs is not None and rungs < 1:
+        raise ValueError(f"a ladder needs at least one rung, not {rungs}")
+    levels = [start]
+    while (rungs is None or len(levels) < rungs) and levels[-1] < max_level:
+        levels.append(next_level(levels[-1], max_level))
+    weights = list(range(len(levels), 0, -1))  # e.g. 3:2:1: most practice at the entry level
     counts = [n * w // sum(weights) for w in weights]
     counts[0] += n - sum(counts)
-    return [lv for lv, c in zip(rungs, counts, strict=True) for _ in range(c)]
+    return [lv for lv, c in zip(levels, counts, strict=True) for _ in range(c)]
 
 
 def items_for(domain: Domain, module: str, levels: Sequence[int], seed: int) -> list[Item]:
@@ -65,6 +71,7 @@ class DataRequest:
     level: int
     representation: Representation
     easier: int = 0
+    rungs: int | None = None  # how far the ladder climbs from `level` (None: to the top level)
 
 
 def request_items(domain: Domain, req: DataRequest, cfg: AdapterConfig, seed: int) -> list[Item]:
@@ -72,7 +79,7 @@ def request_items(domain: Domain, req: DataRequest, cfg: AdapterConfig, seed: in
     Adapter (no level adaptation), spread evenly over all of the domain's levels."""
     if not cfg.enabled:
         return domain.items(req.module, req.count, seed, split="train")
-    return items_for(domain, req.module, ladder(req.level, domain.levels, req.count), seed)
+    return items_for(domain, req.module, ladder(req.level, domain.levels, req.count, req.rungs), seed)
 
 
 def synthesise(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench_fakes import FakeTeacher, base_student, patch_models, write_gsm8k
+from bench_fakes import FakeStudent, FakeTeacher, base_student, patch_models, write_gsm8k
 from ioa.adapter import PLAIN_TEXT, STRATEGY_TEXT, teaching_messages
 from ioa.bench import ABLATIONS, TITLES, cell_config, forgetting, markdown, run_bench
 from ioa.config import (
@@ -31,7 +32,7 @@ from ioa.errors import BudgetError, ConfigError
 from ioa.graph import Edge
 from ioa.identifier import ModuleScore
 from ioa.matching import Spend, TokenBudget, check_budget, generate_within
-from ioa.models.base import ChatRequest, SamplingParams
+from ioa.models.base import ChatRequest, Generation, SamplingParams
 from ioa.organizer import Action, StageState, next_action, record
 from ioa.run import plan_curriculum
 from ioa.stats import Proportion, mean_std, paired_bootstrap
@@ -447,6 +448,43 @@ def test_remedial_data_enters_the_ladder_at_the_frontier_the_gate_measured(
                 assert levels and min(levels) == e["frontier"][m], (seed, m, e["frontier"])
                 checked += 1
     assert checked  # the fake student fails its gates, so remediation happened
+
+
+class OvertrainedStudent(FakeStudent):
+    """Learns from its first trainings, then collapses: right on no item once trained on > 40 examples."""
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        if self.skill > 40:
+            return [Generation("#### 12", 10, 3) for _ in requests]
+        return super().generate(requests)
+
+
+def test_an_unmastered_stage_keeps_its_best_round_and_remediation_retrains_from_the_stage_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench_fakes
+
+    patch_models(monkeypatch)
+    monkeypatch.setattr(bench_fakes, "FakeStudent", OvertrainedStudent)
+    monkeypatch.chdir(tmp_path)
+    cfg = _bench_config(Path("."), seeds=1, methods=["ioa"])
+    run_bench(cfg, teacher=FakeTeacher())
+    run = cfg.bench_dir / "seed-0" / "ioa"
+    events = _events(run)
+    curriculum = json.loads((run / "curriculum.json").read_text())
+    trained = {e["at"]: e for e in events if e["event"] == "trained"}
+    stage_start = curriculum["starts"]["0"]
+    # Stage training continues from where the stage started; the remedial round retrains from there too
+    # (on remedial + stage data), instead of training the stage's student further.
+    assert trained["stages/01/student"]["start"] == stage_start
+    assert trained["stages/01/student-r1"]["start"] == stage_start
+    assert trained["stages/01/student-r1"]["examples"] > trained["stages/01/student"]["examples"]
+    # The remedial student (> 40 examples) collapsed, so its gate was worse: the stage keeps round 0.
+    kept = [e for e in events if e["event"] == "kept_best_round"]
+    assert kept and kept[0]["round"] == 0 and kept[0]["student"] == "stages/01/student"
+    assert curriculum["student"] == "stages/01/student"
+    final_skill = json.loads((run / "student" / "skill.json").read_text())["examples"]
+    assert final_skill == trained["stages/01/student"]["examples"]
 
 
 def test_a_rerun_skips_finished_cells_and_pays_no_teacher_call(

@@ -15,6 +15,7 @@ from ioa.organizer import (
     RemediationPlan,
     Stage,
     StageState,
+    best_gate,
     bridging_plan,
     forgetting_check,
     gate_item_count,
@@ -409,3 +410,20 @@ def test_review_plan_covers_every_taught_module_and_keeps_larger_replay() -> Non
     assert review_plan(["a"], 40, 0.25, {"a": 3}) == {"a": 10}
     assert review_plan(["a", "b"], 40, 0.0, {"b": 8}) == {"b": 8}
     assert review_plan([], 40, 0.25, {}) == {}
+
+
+# --- the best round of an unmastered stage ----------------------------------------------------------------
+
+
+def test_best_gate_is_the_highest_mean_ratio_earliest_on_ties():
+    teacher = {"a": 1.0, "b": 0.5}
+
+    def gate(a: int, b: int):
+        return mastery_gate({"a": Proportion(a, 10), "b": Proportion(b, 10)}, teacher, 0.9, "point")
+
+    # Round 1 has the better mean ratio (0.6 + 0.8)/2 = 0.7 vs (0.8 + 0.4)/2 = 0.6, though its min is lower.
+    assert best_gate([gate(8, 2), gate(6, 4), gate(1, 1)]) == 1
+    assert best_gate([gate(5, 5), gate(5, 5)]) == 0  # a tie keeps the earlier (less trained) student
+    assert best_gate([]) is None
+    ungated = mastery_gate({"a": Proportion(3, 10)}, {"a": 0.0}, 0.9, "point")
+    assert best_gate([ungated]) is None

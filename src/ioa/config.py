@@ -154,6 +154,13 @@ class OrganizerConfig(Strict):
     # A remedial round trains on its remedial data plus the stage's data again, not on the small remedial
     # batch alone (measured: 19 remedial samples alone dropped a module from 12/36 to 4/36 at its gate).
     remediation_includes_stage_data: bool = True
+    # A remedial round retrains from the student the stage started with (on remedial + stage data) instead
+    # of training the stage's student further. Measured: two more epochs on the same bare-answer stage data
+    # collapsed SmolLM2-135M to one answer for every problem ("#### 12"; gate 22/36 → 6/36).
+    remediation_from_stage_start: bool = True
+    # A stage that is not mastered keeps the student of its best gate (mean P_S/P_T over the stage's
+    # modules, on fresh gate items each round), so a remedial round that made things worse is rolled back.
+    keep_best_round: bool = True
     # Difficulty ladder (§3.2): a level counts as solved reliably when its accuracy (point estimate or
     # Wilson lower bound, per level_mode) reaches tau_level. Point by default: per-level probe sets are
     # small and a lower bound on 4-5 items would never clear 0.8, so every module would restart at level 1.

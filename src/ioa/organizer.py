@@ -276,6 +276,14 @@ def mastery_gate(
     )
 
 
+def best_gate(gates: Sequence[GateResult]) -> int | None:
+    """The round (index into `gates`) whose student did best: highest mean P_S/P_T over the gated modules,
+    the earliest on a tie (less training for the same result); None when no gate had a gateable module."""
+    scored = [(sum(r for r in g.ratios.values() if r is not None) / n, -i) for i, g in enumerate(gates)
+              if (n := sum(r is not None for r in g.ratios.values()))]
+    return -max(scored)[1] if scored else None
+
+
 def gate_items_needed(tau_mastery: float, mode: GateMode, max_items: int) -> int:
     """The smallest n for which a perfect n/n passes the gate against a perfect teacher.
 

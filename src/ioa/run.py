@@ -49,6 +49,7 @@ from ioa.organizer import (
     GateResult,
     Stage,
     StageState,
+    best_gate,
     bridging_plan,
     difficulty,
     forgetting_check,
@@ -105,6 +106,7 @@ class Curriculum:
     pending_replay: dict[str, int] = field(default_factory=dict)
     edges: list[dict[str, Any]] = field(default_factory=list)
     stopped: bool = False
+    starts: dict[int, str] = field(default_factory=dict)  # stage index -> the student it started from
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,7 @@ class Curriculum:
             "pending_replay": self.pending_replay,
             "edges": self.edges,
             "stopped": self.stopped,
+            "starts": {str(i): p for i, p in self.starts.items()},
         }
 
     @classmethod
@@ -127,6 +130,7 @@ class Curriculum:
             states={int(i): StageState.from_dict(s) for i, s in d["states"].items()},
             **{k: d[k] for k in ("student", "levels", "representation", "snapshots", "mastered",
                                  "pending_replay", "edges", "stopped")},
+            starts={int(i): p for i, p in d.get("starts", {}).items()},  # absent in runs made before it
         )
 
     def next_stage(self) -> Stage | None:
@@ -248,19 +252,22 @@ class Loop:
         cfg = self.config.budget
         return cfg.active and loop_spend(self.run.path, cfg.max_samples).stopped_by != "plan"
 
-    def train_on(self, samples: Sequence[Sample], out: Path, label: str) -> str:
+    def train_on(self, samples: Sequence[Sample], out: Path, label: str, start_from: str | None = None) -> str:
+        """Fine-tune `start_from` (default: the current student) on `samples` into `out`."""
+        source = start_from or self.student
         if not samples:
             self.reporter.info(f"{label}: no verified samples, nothing to train")
             self.run.event("empty_training_set", at=str(out.relative_to(self.run.path)))
-            return self.student
+            return source
         bar = self.reporter.bar(label, 1)
         start = time.perf_counter()
-        result = train(self.student, as_examples(samples), out, self.config.training)
+        result = train(source, as_examples(samples), out, self.config.training)
         bar(1)
         # seconds: the optimisation itself; call_seconds: with loading and saving the model.
         self.run.event("trained", at=str(out.relative_to(self.run.path)), examples=len(samples),
                        final_loss=result.final_loss, seconds=result.seconds, reused=result.reused,
-                       call_seconds=time.perf_counter() - start, steps=result.steps, tokens=result.tokens)
+                       call_seconds=time.perf_counter() - start, steps=result.steps, tokens=result.tokens,
+                       start=_stored_path(Path(source), self.run))
         return str(out)
 
 
@@ -544,10 +551,12 @@ def run_stage(loop: Loop, stage: Stage) -> StageState:
     while (action := next_action(state)) not in TERMINAL:
         gate = None
         if action is Action.SYNTHESISE:
+            cur.starts[stage.index] = cur.student
             step_synthesise(loop, stage, state)
         elif action is Action.TRAIN:
             samples, out = training_data(loop, stage, state)
-            loop.set_student(loop.train_on(samples, out, f"stage {stage.index + 1}: training ({len(samples)} samples)"))
+            loop.set_student(loop.train_on(samples, out, f"stage {stage.index + 1}: training ({len(samples)} samples)",
+                                           start_from=training_start(loop, stage, state)))
         elif action is Action.GATE:
             gate = step_gate(loop, stage, state)
         elif action is Action.REMEDIATE:
@@ -563,7 +572,44 @@ def run_stage(loop: Loop, stage: Stage) -> StageState:
         state = record(state, action, gate)
         cur.states[stage.index] = state
         loop.save()
+    if state.outcome == "not_mastered" and loop.config.organizer.keep_best_round:
+        keep_best_round(loop, stage, state)
     return state
+
+
+def training_start(loop: Loop, stage: Stage, state: StageState) -> str | None:
+    """Where a training of the stage starts: the current student, except that a remedial round (with
+    remediation_from_stage_start) retrains the student the stage started with."""
+    org = loop.config.organizer
+    if state.rounds and org.remediation_from_stage_start and stage.index in loop.curriculum.starts:
+        return str(loop.run / loop.curriculum.starts[stage.index])
+    return None
+
+
+def round_student(loop: Loop, stage: Stage, round_no: int) -> str:
+    """The student gate `round_no` measured: that round's training output, or, where that round had no
+    samples to train on, the student before it."""
+    for r in range(round_no, -1, -1):
+        path = loop.stage_dir(stage) / ("student" if r == 0 else f"student-r{r}")
+        if (path / "config.json").exists():
+            return _stored_path(path, loop.run)
+    return loop.curriculum.starts.get(stage.index, loop.curriculum.student)
+
+
+def keep_best_round(loop: Loop, stage: Stage, state: StageState) -> None:
+    """An unmastered stage continues with the student of its best gate (idempotent: a resumed run picks
+    the same one)."""
+    best = best_gate(state.gates)
+    if best is None or best == len(state.gates) - 1:
+        return
+    chosen = round_student(loop, stage, best)
+    if chosen != loop.curriculum.student:
+        loop.curriculum.student = chosen
+        loop.run.event("kept_best_round", stage=stage.index + 1, round=best, student=chosen,
+                       ratios=[g.ratios for g in state.gates])
+        loop.reporter.info(f"stage {stage.index + 1}: not mastered; keeping the student of round {best}, "
+                           "whose gate was best")
+        loop.save()
 
 
 def finish_stage(loop: Loop, stage: Stage, state: StageState) -> None:

@@ -30,13 +30,22 @@ Representation = Literal["bare", "short", "steps"]
 # what a crash can lose to one chunk (each chunk's replies are in the call cache before the next starts).
 TEACHER_CHUNK = 8
 
-# One sentence per strategy; the prompt is their composition, so each can be switched off alone.
+# One sentence per strategy; the prompt is their composition, so each can be switched off alone. Worded for a
+# small student, which copies every token it is shown: measured with the 1.5B teacher on 12 arithmetic items,
+# the earlier wording ("find the facts, relate them, set up, compute, check"; "tie the idea to an everyday
+# example") gave filler steps ("Relate them: 4 and 5 are consecutive numbers") and 8/11 right answers; this
+# one gives one calculation per line ("9 + 9 = 18", "18 + 6 = 24"), 10/12 right, 29% fewer tokens.
 STRATEGY_TEXT = {
-    "concretization": "If it helps, tie the idea to a concrete everyday example (apples, coins, minutes) in one line.",
-    "decomposition": "Break the work into small explicit steps: find the facts, relate them, set up, compute, check.",
-    "cognitive_load": "Keep each step tiny: one operation per step, never two at once.",
-    "fixed_format": "Every step is one short line; the final answer is a plain number or fraction, nothing else.",
-    "plain_language": "Use short sentences and common words, with connectors like first, then, so.",
+    "concretization": (
+        "Only if the idea is new to a beginner, one line may tie it to something concrete (coins, apples)."
+    ),
+    "decomposition": "Break the work into the few small steps a beginner needs, in order, and nothing else.",
+    "cognitive_load": "One operation per step, never two at once.",
+    "fixed_format": (
+        "Write each step as one short line holding one calculation, such as '12 + 5 = 17'; never restate the "
+        "problem or say what you will do."
+    ),
+    "plain_language": "Where words are needed, use short sentences and common words.",
 }
 EASIER_TEXT = "The student is struggling: use even smaller steps and simpler words than usual."
 # Without the Adapter (the ablation): a plain request for the teacher's own step-by-step solution.

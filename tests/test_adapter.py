@@ -11,12 +11,14 @@ import pytest
 from ioa.adapter import (
     ANSWER_ONLY_TEXT,
     EASIER_TEXT,
+    PLAIN_TEXT,
     SCHEMA_TEXT,
     STRATEGY_TEXT,
     InvalidReply,
     Sample,
     SynthesisResult,
     parse_solution,
+    pilot_families,
     prompt_hash,
     render,
     synthesise_module,
@@ -403,3 +405,19 @@ def test_synthesis_result_merge(items: list[Item]) -> None:
     assert len(a.samples) == 2
     assert dict(a.drops) == {"no_json": 4}
     assert (a.generated, a.teacher_tokens) == (6, 6 * 120)
+
+
+def test_the_plain_representation_asks_for_the_teachers_own_solution() -> None:
+    module = ArithmeticDomain().module("multi_digit_add")
+    item = ArithmeticDomain().items("multi_digit_add", 1, 0)[0]
+    system = teaching_messages(module, item, AdapterConfig(), representation="plain")[0]["content"]
+    assert system.startswith(PLAIN_TEXT) and SCHEMA_TEXT in system
+    assert not any(text in system for text in STRATEGY_TEXT.values())
+    assert teaching_messages(module, item, AdapterConfig(enabled=False))[0]["content"] == system
+
+
+def test_pilot_families() -> None:
+    assert pilot_families(["bare", "plain", "steps"]) == ["plain", "steps"]
+    assert pilot_families(["bare", "steps", "plain"]) == ["steps", "plain"]
+    assert pilot_families(["bare", "short"]) == ["steps"]  # short and steps render the same solutions
+    assert pilot_families(["bare"]) == ["steps"]  # bare is rendered from a worked set

@@ -418,7 +418,7 @@ def test_the_ablations_really_differ(bench: tuple[BenchConfig, dict[str, Any]]) 
     assert "gate" in events["ioa"] and "gate" not in events["no_organizer"]
     assert "calibrated" in events["ioa"] and "calibrated" not in events["no_adapter"]
     plain = data("no_adapter")
-    assert plain and all(d["representation"] == "steps" and d["lineage"]["strategies"] == [] for d in plain)
+    assert plain and all(d["representation"] == "plain" and d["lineage"]["strategies"] == [] for d in plain)
     curriculum = json.loads((seed0 / "no_organizer" / "curriculum.json").read_text())
     assert len(curriculum["stages"]) == 1 and curriculum["states"]["0"]["outcome"] == "ungated"
     # An ablation whose budget is spent does not remediate: the gate failed, but no remedial data follows.
@@ -485,6 +485,27 @@ def test_an_unmastered_stage_keeps_its_best_round_and_remediation_retrains_from_
     assert curriculum["student"] == "stages/01/student"
     final_skill = json.loads((run / "student" / "skill.json").read_text())["examples"]
     assert final_skill == trained["stages/01/student"]["examples"]
+
+
+def test_the_spend_counts_the_samples_trained_on_not_the_pilot_sets_calibration_discarded(
+    bench: tuple[BenchConfig, dict[str, Any]],
+) -> None:
+    cfg, result = bench
+    run = cfg.bench_dir / "seed-0" / "ioa"
+    # Candidates bare, plain, steps: the pilot asks for the Adapter's and the teacher's plain solutions.
+    adapted, plain = run / "calibration/data.accounting.json", run / "calibration/data.plain.accounting.json"
+    assert adapted.exists() and plain.exists()
+    choices = json.loads((run / "curriculum.json").read_text())["representation"]
+    used = json.loads(adapted.read_text())["used_modules"] + json.loads(plain.read_text())["used_modules"]
+    assert sorted(used) == sorted(choices)  # every target's pilot samples come from exactly one set
+    trained = set()
+    for path in [*run.glob("stages/*/data.jsonl"), *run.glob("stages/*/remedial-*.jsonl")]:
+        for line in path.read_text().splitlines():
+            sample = json.loads(line)
+            if sample["lineage"].get("purpose") != "replay":  # replay repeats earlier samples
+                trained.add((sample["item_id"], sample["lineage"].get("purpose")))
+    cell = next(c for c in result["cells"] if (c["method"], c["seed"]) == ("ioa", 0))
+    assert cell["spend"]["samples"] == len(trained)
 
 
 def test_a_rerun_skips_finished_cells_and_pays_no_teacher_call(

@@ -24,7 +24,10 @@ from ioa.domains.base import Domain, Item, Module
 from ioa.matching import TokenBudget, generate_within
 from ioa.models.base import ChatModel, ChatRequest, Message, SamplingParams
 
-Representation = Literal["bare", "short", "steps"]
+# bare: `#### answer` only; short: the last equation lines; steps: the Adapter's worked solution; plain: the
+# teacher's own step-by-step solution, without the five strategies (the prompt of the "without Adapter"
+# ablation), a calibration candidate because a small student may absorb the teacher's own style best.
+Representation = Literal["bare", "short", "steps", "plain"]
 
 # Teacher requests per generate() call: fills the in-process batch slots, moves the progress bar, and bounds
 # what a crash can lose to one chunk (each chunk's replies are in the call cache before the next starts).
@@ -119,6 +122,19 @@ class SynthesisResult:
         self.budget_exhausted = self.budget_exhausted or other.budget_exhausted
 
 
+def pilot_family(representation: Representation) -> Representation:
+    """The teacher prompt a representation's solutions come from: the plain one, or the Adapter's (whose
+    worked solutions can be rendered bare, short or as steps)."""
+    return "plain" if representation == "plain" else "steps"
+
+
+def pilot_families(candidates: Sequence[Representation]) -> list[Representation]:
+    """The sets of teacher solutions a calibration pilot needs for these candidates, in candidate order
+    (bare alone needs no worked solution but is rendered from the first set, so it asks for one)."""
+    families = list(dict.fromkeys(pilot_family(r) for r in candidates if r != "bare"))
+    return families or ["steps"]
+
+
 def strategies_on(cfg: AdapterConfig) -> list[str]:
     return [name for name in STRATEGY_TEXT if getattr(cfg, name)]
 
@@ -127,8 +143,9 @@ def teaching_messages(
     module: Module, item: Item, cfg: AdapterConfig, easier: int = 0, representation: Representation = "steps"
 ) -> list[Message]:
     """The teacher's prompt: role, strategies, schema, then the problem (answer key only for bare answers).
-    Without the Adapter (cfg.enabled false): the plain step-by-step request, whatever the other settings."""
-    if not cfg.enabled:
+    Without the Adapter (cfg.enabled false) or for the plain representation: the plain step-by-step
+    request, whatever the other settings."""
+    if not cfg.enabled or representation == "plain":
         return [{"role": "system", "content": f"{PLAIN_TEXT}\n{SCHEMA_TEXT}"}, {"role": "user", "content": item.prompt}]
     if representation == "bare":
         return [{"role": "system", "content": ANSWER_ONLY_TEXT}, {"role": "user", "content": item.prompt}]
@@ -305,7 +322,7 @@ def synthesise_module(
 
 
 def _strategies_used(cfg: AdapterConfig, representation: Representation, easier: int) -> list[str]:
-    if representation == "bare" or not cfg.enabled:
+    if representation in ("bare", "plain") or not cfg.enabled:
         return []
     return strategies_on(cfg) + (["easier"] if easier else [])
 

@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from ioa.accounting import Accountant, Estimate, dry_run_estimate
+from ioa.adapter import pilot_families
 from ioa.config import RunConfig
 from ioa.diagnosis import selected_modules
 from ioa.domains import get_domain
@@ -49,7 +50,8 @@ def estimate_run(config: RunConfig) -> list[PhaseEstimate]:
     per_sample = TYPICAL_TOKENS["bare" if bare else "steps"]
     calls = {
         "probing": (n_modules * config.identifier.probes_per_module, TYPICAL_TOKENS["probe"]),
-        "calibration": (0 if a.representation != "auto" else n_modules * a.pilot_samples_per_module,
+        "calibration": (0 if a.representation != "auto"
+                        else n_modules * a.pilot_samples_per_module * len(pilot_families(a.candidates)),
                         TYPICAL_TOKENS["steps"]),
         # Retries of malformed or wrong replies can double a module's calls at worst.
         "synthesis": (n_modules * a.samples_per_module * a.max_attempts, per_sample),

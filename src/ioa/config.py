@@ -193,8 +193,9 @@ class AdapterConfig(Strict):
     plain_language: bool = True
     # How a verified teacher solution is shown to the student. "auto" lets the calibration pilot choose
     # per module among `candidates`: measured here, bare answers taught SmolLM2-135M at least as well as steps.
-    representation: Literal["auto", "bare", "short", "steps"] = "auto"
-    candidates: list[Literal["bare", "short", "steps"]] = ["bare", "steps"]
+    representation: Literal["auto", "bare", "short", "steps", "plain"] = "auto"
+    # "plain" (the teacher's own solution, no strategies) costs the pilot a second set of teacher calls.
+    candidates: list[Literal["bare", "short", "steps", "plain"]] = ["bare", "plain", "steps"]
     samples_per_module: int = Field(48, ge=1)
     pilot_samples_per_module: int = Field(12, ge=1)
     pilot_eval_items: int = Field(20, ge=1)

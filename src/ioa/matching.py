@@ -123,7 +123,7 @@ def generate_within(
 def loop_spend(run_dir: Path, max_samples: int | None = None) -> Spend:
     """What an `ioa run` directory has spent so far, from its files (so a resumed run counts what it did
     before the crash): teacher tokens of the diagnosis probes plus every synthesis accounting file, and the
-    verified samples those files kept."""
+    verified samples those files kept (of a calibration pilot set, those of the modules that train on it)."""
     run_dir = Path(run_dir)
     tokens, samples, exhausted = 0, 0, False
     probes = run_dir / "diagnosis" / "probes.jsonl"
@@ -136,7 +136,10 @@ def loop_spend(run_dir: Path, max_samples: int | None = None) -> Spend:
     for path in sorted(run_dir.rglob("*.accounting.json")):
         acc = json.loads(path.read_text(encoding="utf-8"))
         tokens += int(acc.get("teacher_tokens", 0))
-        samples += int(acc.get("kept", 0))
+        if "used_modules" in acc:  # a calibration pilot set: only the modules that train on it count
+            samples += sum(int(acc.get("modules", {}).get(m, {}).get("kept", 0)) for m in acc["used_modules"])
+        else:
+            samples += int(acc.get("kept", 0))
         exhausted = exhausted or bool(acc.get("budget_exhausted", False))
     stopped: StopReason = "tokens" if exhausted else "plan"
     if max_samples is not None and samples >= max_samples:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ioa.adapter import Representation, Sample, SynthesisResult
+from ioa.adapter import Representation, Sample, SynthesisResult, pilot_families, pilot_family
 from ioa.config import RunConfig, dump_config
 from ioa.dedup import Decontaminator
 from ioa.diagnosis import (
@@ -406,31 +406,44 @@ def stage_requests(loop: Loop, stage: Stage, per_module: int) -> list[DataReques
 
 def _representation(loop: Loop, module: str) -> Representation:
     if not loop.config.adapter.enabled:  # plain teacher solutions, shown as they are written
-        return "steps"
+        return "plain"
     chosen = loop.config.adapter.representation
     if chosen != "auto":
         return chosen
     return loop.curriculum.representation.get(module, {}).get("choice", loop.config.adapter.candidates[0])
 
 
+def _pilot_path(loop: Loop, family: Representation) -> Path:
+    """calibration/data.jsonl holds the Adapter's pilot solutions (as before "plain" existed), data.plain.jsonl
+    the teacher's plain ones."""
+    return loop.run / "calibration" / ("data.jsonl" if family == "steps" else f"data.{family}.jsonl")
+
+
 def calibrate(loop: Loop) -> None:
-    """The calibration pilot (DESIGN §4), once, from the initial student: the same verified teacher
-    solutions for every target module, shown in each candidate representation, one short training each;
-    the held-out accuracy per module decides. The pilot samples are reused later as stage data."""
+    """The calibration pilot (DESIGN §4), once, from the initial student: verified teacher solutions for every
+    target module (the Adapter's, and the teacher's plain ones when "plain" is a candidate), shown in each
+    candidate representation, one short training each; the held-out accuracy per module decides. The pilot
+    samples of the chosen representation are reused later as stage data; the others are not trained on
+    (their teacher tokens still count, their samples do not: see `_mark_pilot_use`)."""
     cfg = loop.config.adapter
     targets = [m for s in loop.curriculum.stages for m in s.modules]
     todo = [m for m in targets if m not in loop.curriculum.representation]
     if not cfg.enabled or cfg.representation != "auto" or not todo or len(cfg.candidates) < 2:
         return
     cdir = loop.run / "calibration"
-    requests = [data_request(loop, m, cfg.pilot_samples_per_module, representation="steps") for m in todo]
     seed = derived_seed(loop.config.seed, "pilot")
-    path = cdir / "data.jsonl"
-    samples = _load_samples(path) if path.exists() else loop.write_data(
-        requests, path, seed, {"stage": 0, "purpose": "pilot"}, "calibration: pilot data")
+    families = pilot_families(cfg.candidates)
+    pilots: dict[Representation, list[Sample]] = {}
+    for family in families:
+        path = _pilot_path(loop, family)
+        requests = [data_request(loop, m, cfg.pilot_samples_per_module, representation=family) for m in todo]
+        pilots[family] = _load_samples(path) if path.exists() else loop.write_data(
+            requests, path, seed, {"stage": 0, "purpose": "pilot"}, f"calibration: pilot data ({family})")
     scores: dict[str, dict[str, float]] = {m: {} for m in todo}
     for rep in cfg.candidates:
-        student = loop.train_on([s.rendered(rep) for s in samples], cdir / rep, f"calibration: training ({rep})")
+        samples = pilots[families[0] if rep == "bare" else pilot_family(rep)]
+        student = loop.train_on([s.rendered(rep) for s in samples], cdir / rep, f"calibration: training ({rep})",
+                                start_from=loop.student)
         acc = loop.evaluate(student, todo, cfg.pilot_eval_items, derived_seed(seed, "eval"), "gate",
                             f"calibration: evaluation ({rep})")
         for m in todo:
@@ -444,12 +457,35 @@ def calibrate(loop: Loop) -> None:
         loop.curriculum.representation[m] = {
             "choice": best, "pilot_accuracy": scores[m], "n": cfg.pilot_eval_items, "why": why,
         }
+    _mark_pilot_use(loop, families)
     loop.run.event("calibrated", choices={m: loop.curriculum.representation[m] for m in todo})
     loop.save()
 
 
+def _pilot_source(loop: Loop, module: str) -> Representation:
+    """The pilot set a module's chosen representation is rendered from."""
+    families = pilot_families(loop.config.adapter.candidates)
+    rep = _representation(loop, module)
+    return families[0] if rep == "bare" else pilot_family(rep)
+
+
+def _mark_pilot_use(loop: Loop, families: Sequence[Representation]) -> None:
+    """Record, in each pilot set's accounting file, the modules whose samples will be trained on, so the
+    spend (ioa.matching.loop_spend) counts trained samples, not the pilot sets calibration discarded."""
+    for family in families:
+        path = _pilot_path(loop, family).with_suffix(".accounting.json")
+        if path.exists():
+            acc = read_json(path)
+            acc["used_modules"] = sorted(m for m in loop.curriculum.representation if _pilot_source(loop, m) == family)
+            write_json(path, acc)
+
+
 def _pilot_samples(loop: Loop, stage: Stage) -> list[Sample]:
-    return [s for s in _load_samples(loop.run / "calibration" / "data.jsonl") if s.module in stage.modules]
+    out: list[Sample] = []
+    for module in stage.modules:
+        path = _pilot_path(loop, _pilot_source(loop, module))
+        out += [s for s in _load_samples(path) if s.module == module]
+    return out
 
 
 def step_synthesise(loop: Loop, stage: Stage, state: StageState) -> None:

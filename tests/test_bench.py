@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench_fakes import FakeStudent, FakeTeacher, base_student, patch_models, write_gsm8k
+from bench_fakes import FakeStudent, FakeTeacher, base_student, patch_models, solve, write_gsm8k
 from ioa.adapter import PLAIN_TEXT, STRATEGY_TEXT, teaching_messages
 from ioa.bench import ABLATIONS, TITLES, cell_config, forgetting, markdown, run_bench
 from ioa.config import (
@@ -318,7 +318,7 @@ def test_ablations_are_off_by_default() -> None:
 MODULES = ["multi_digit_add", "times_tables"]  # no prerequisite between them: IOA targets one, not both
 
 
-def _bench_config(tmp: Path, **over: Any) -> BenchConfig:
+def _bench_config(tmp: Path, adapter: dict[str, Any] | None = None, **over: Any) -> BenchConfig:
     raw: dict[str, Any] = {
         "name": "fake", "benches_dir": str(tmp / "benches"), "seeds": 2,
         "run": {
@@ -335,6 +335,7 @@ def _bench_config(tmp: Path, **over: Any) -> BenchConfig:
         "budget": {"on_shortfall": "record"},
         "bootstrap": {"resamples": 500},
     }
+    raw["run"]["adapter"].update(adapter or {})
     raw.update(over)
     return bench_config_from_dict(raw)
 
@@ -451,10 +452,10 @@ def test_remedial_data_enters_the_ladder_at_the_frontier_the_gate_measured(
 
 
 class OvertrainedStudent(FakeStudent):
-    """Learns from its first trainings, then collapses: right on no item once trained on > 40 examples."""
+    """Learns from its first training, then collapses: right on no item once trained on > 20 examples."""
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
-        if self.skill > 40:
+        if self.skill > 20:
             return [Generation("#### 12", 10, 3) for _ in requests]
         return super().generate(requests)
 
@@ -467,7 +468,7 @@ def test_an_unmastered_stage_keeps_its_best_round_and_remediation_retrains_from_
     patch_models(monkeypatch)
     monkeypatch.setattr(bench_fakes, "FakeStudent", OvertrainedStudent)
     monkeypatch.chdir(tmp_path)
-    cfg = _bench_config(Path("."), seeds=1, methods=["ioa"])
+    cfg = _bench_config(Path("."), adapter={"representation": "bare"}, seeds=1, methods=["ioa"])
     run_bench(cfg, teacher=FakeTeacher())
     run = cfg.bench_dir / "seed-0" / "ioa"
     events = _events(run)
@@ -479,7 +480,7 @@ def test_an_unmastered_stage_keeps_its_best_round_and_remediation_retrains_from_
     assert trained["stages/01/student"]["start"] == stage_start
     assert trained["stages/01/student-r1"]["start"] == stage_start
     assert trained["stages/01/student-r1"]["examples"] > trained["stages/01/student"]["examples"]
-    # The remedial student (> 40 examples) collapsed, so its gate was worse: the stage keeps round 0.
+    # The remedial student (> 20 examples) collapsed, so its gate was worse: the stage keeps round 0.
     kept = [e for e in events if e["event"] == "kept_best_round"]
     assert kept and kept[0]["round"] == 0 and kept[0]["student"] == "stages/01/student"
     assert curriculum["student"] == "stages/01/student"
@@ -488,9 +489,13 @@ def test_an_unmastered_stage_keeps_its_best_round_and_remediation_retrains_from_
 
 
 def test_the_spend_counts_the_samples_trained_on_not_the_pilot_sets_calibration_discarded(
-    bench: tuple[BenchConfig, dict[str, Any]],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg, result = bench
+    patch_models(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    cfg = _bench_config(Path("."), adapter={"calibration": "pilot", "candidates": ["bare", "plain", "steps"]},
+                        seeds=1, methods=["ioa"])
+    result = run_bench(cfg, teacher=FakeTeacher())
     run = cfg.bench_dir / "seed-0" / "ioa"
     # Candidates bare, plain, steps: the pilot asks for the Adapter's and the teacher's plain solutions.
     adapted, plain = run / "calibration/data.accounting.json", run / "calibration/data.plain.accounting.json"
@@ -506,6 +511,76 @@ def test_the_spend_counts_the_samples_trained_on_not_the_pilot_sets_calibration_
                 trained.add((sample["item_id"], sample["lineage"].get("purpose")))
     cell = next(c for c in result["cells"] if (c["method"], c["seed"]) == ("ioa", 0))
     assert cell["spend"]["samples"] == len(trained)
+
+
+def test_stage_calibration_trains_each_candidate_once_and_the_gate_decides(
+    bench: tuple[BenchConfig, dict[str, Any]],
+) -> None:
+    cfg, _ = bench
+    run = cfg.bench_dir / "seed-0" / "ioa"
+    events = _events(run)
+    curriculum = json.loads((run / "curriculum.json").read_text())
+    assert not (run / "calibration").exists()  # no separate pilot: no teacher call is spent on one
+    stage = curriculum["stages"][0]
+    trained = {e["at"]: e for e in events if e["event"] == "trained"}
+    candidates = [trained[f"stages/01/calibration-{r}"] for r in ("bare", "plain")]
+    assert {c["start"] for c in candidates} == {curriculum["starts"]["0"]}  # the same student, the same data
+    assert len({c["examples"] for c in candidates}) == 1
+    calibrated = next(e for e in events if e["event"] == "calibrated")
+    assert calibrated["stage"] == 1 and set(calibrated["choices"]) == set(stage["modules"])
+    # The fake student answers the same whatever it was shown, so the two tie and the first candidate wins.
+    for m in stage["modules"]:
+        choice = curriculum["representation"][m]
+        assert choice["choice"] == "bare" and "tie" in choice["why"]
+        assert set(choice["gate_accuracy"]) == {"bare", "plain"}
+    data = [json.loads(line) for line in (run / "stages/01/data.jsonl").read_text().splitlines()]
+    assert data and all(d["representation"] == "bare" and d["completion"].startswith("####") for d in data
+                        if d["module"] in stage["modules"])
+    # The round-0 gate measured the chosen student on the calibration's gate items.
+    gate = next(e for e in events if e["event"] == "gate" and e["stage"] == 1 and e["round"] == 0)
+    for m in stage["modules"]:
+        correct, n = gate["accuracy"][m]
+        assert correct / n == curriculum["representation"][m]["gate_accuracy"]["bare"]
+
+
+class StepLearner(FakeStudent):
+    """Learns only from worked solutions: right on every item once trained on any multi-line completion."""
+
+    @property
+    def worked(self) -> bool:
+        shown = self.path / "examples.json"
+        return shown.exists() and any("\n" in e["completion"] for e in json.loads(shown.read_text()))
+
+    @property
+    def fingerprint(self) -> str:  # the call cache keys answers by weights: these differ by what was shown
+        return f"step-learner-{self.skill}-{self.worked}"
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        if not self.worked:
+            return [Generation("#### 99999", 10, 3) for _ in requests]
+        return [Generation(f"#### {solve(r.messages[-1][1], {}) or 0}", 10, 3) for r in requests]
+
+
+def test_stage_calibration_picks_the_representation_the_student_learns_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench_fakes
+
+    patch_models(monkeypatch)
+    monkeypatch.setattr(bench_fakes, "FakeStudent", StepLearner)
+    monkeypatch.chdir(tmp_path)
+    cfg = _bench_config(Path("."), seeds=1, methods=["ioa"])
+    run_bench(cfg, teacher=FakeTeacher())
+    run = cfg.bench_dir / "seed-0" / "ioa"
+    curriculum = json.loads((run / "curriculum.json").read_text())
+    for m in curriculum["stages"][0]["modules"]:
+        choice = curriculum["representation"][m]
+        assert choice["choice"] == "plain" and choice["gate_accuracy"]["bare"] == 0.0
+        assert choice["gate_accuracy"]["plain"] > 0.5 and "tie" not in choice["why"]
+    data = [json.loads(line) for line in (run / "stages/01/data.jsonl").read_text().splitlines()]
+    assert data and all(d["representation"] == "plain" for d in data)
+    remedial = [json.loads(line) for p in run.glob("stages/*/remedial-*.jsonl") for line in p.read_text().splitlines()]
+    assert all(d["representation"] == "plain" for d in remedial)
 
 
 def test_a_rerun_skips_finished_cells_and_pays_no_teacher_call(
@@ -674,3 +749,25 @@ def test_ioa_bench_end_to_end_with_real_models(tmp_path: Path) -> None:
     assert cells[("standard", 0)]["spend"]["teacher_tokens"] <= 1.05 * cells[("ioa", 0)]["spend"]["teacher_tokens"]
     assert set(result["significance"]) == {"undistilled", "standard"}
     assert (tmp_path / "tiny" / "bench.md").exists()
+
+
+def test_review_draws_earlier_data_from_every_level_not_the_first_rows(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ioa.adapter import Sample
+    from ioa.run import Curriculum, _replay_samples
+    from ioa.rundir import RunDir, write_jsonl
+
+    run = RunDir(tmp_path / "run")
+    # Stage data is written level by level (the ladder, easiest first): 10 samples per level.
+    rows = [Sample(item_id=f"s-{lv}-{i}", module="single_digit_add", level=lv, prompt=[], completion="#### 1",
+                   representation="bare", final_answer="1", steps=[], lineage={"purpose": "stage"})
+            for lv in range(1, 6) for i in range(10)]
+    write_jsonl(run / "stages/01/data.jsonl", rows)
+    curriculum = Curriculum(stages=[], pending_replay={"single_digit_add": 12})
+    loop = SimpleNamespace(run=run, curriculum=curriculum, config=RunConfig())
+    review = _replay_samples(loop)  # type: ignore[arg-type]
+    assert len(review) == 12 and len({s.item_id for s in review}) == 12
+    assert len({s.level for s in review}) >= 4  # a prefix would have held levels 1-2 only
+    assert all(s.lineage["purpose"] == "replay" for s in review)
+    assert [s.item_id for s in review] == [s.item_id for s in _replay_samples(loop)]  # the same on a rerun

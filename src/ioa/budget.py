@@ -50,7 +50,7 @@ def estimate_run(config: RunConfig) -> list[PhaseEstimate]:
     per_sample = TYPICAL_TOKENS["bare" if bare else "steps"]
     calls = {
         "probing": (n_modules * config.identifier.probes_per_module, TYPICAL_TOKENS["probe"]),
-        "calibration": (0 if a.representation != "auto"
+        "calibration": (0 if a.representation != "auto" or a.calibration == "stage"
                         else n_modules * a.pilot_samples_per_module * len(pilot_families(a.candidates)),
                         TYPICAL_TOKENS["steps"]),
         # Retries of malformed or wrong replies can double a module's calls at worst.

@@ -231,6 +231,12 @@ class GateResult:
     def min_ratio(self) -> float | None:
         return None if self.binding is None else self.ratios[self.binding]
 
+    @property
+    def ratios_mean(self) -> float | None:
+        """Mean P_S/P_T over the gated modules (None when none is gateable): how well the student did overall."""
+        gated = [r for r in self.ratios.values() if r is not None]
+        return sum(gated) / len(gated) if gated else None
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for key in ("passed_modules", "failed_modules", "ungated"):
@@ -279,8 +285,7 @@ def mastery_gate(
 def best_gate(gates: Sequence[GateResult]) -> int | None:
     """The round (index into `gates`) whose student did best: highest mean P_S/P_T over the gated modules,
     the earliest on a tie (less training for the same result); None when no gate had a gateable module."""
-    scored = [(sum(r for r in g.ratios.values() if r is not None) / n, -i) for i, g in enumerate(gates)
-              if (n := sum(r is not None for r in g.ratios.values()))]
+    scored = [(mean, -i) for i, g in enumerate(gates) if (mean := g.ratios_mean) is not None]
     return -max(scored)[1] if scored else None
 
 

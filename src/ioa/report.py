@@ -808,14 +808,16 @@ def _curriculum(doc: Doc, run: Run, figs: Mapping[str, tuple[bytes, str]]) -> No
     levels = run.curriculum.get("levels", {})
     reps = run.curriculum.get("representation", {})
     if levels or reps:
-        doc.h3("Difficulty ladder and representation (calibration pilot)")
+        doc.h3("Difficulty ladder and representation (calibration)")
         rows = []
         for m in sorted(set(levels) | set(reps)):
             rep = reps.get(m, {})
-            pilot = ", ".join(f"{k} {100 * float(v):.0f}%" for k, v in (rep.get("pilot_accuracy") or {}).items())
+            measured = rep.get("gate_accuracy") or rep.get("pilot_accuracy") or {}
+            where = "stage gate" if "gate_accuracy" in rep else "pilot"
+            pilot = ", ".join(f"{k} {100 * float(v):.0f}%" for k, v in measured.items())
             rows.append([m, levels.get(m, "–"), rep.get("choice", run.cfg("adapter", "representation", "–")),
-                         (pilot + f" (n={rep.get('n')})") if pilot else "–"])
-        doc.table(["module", "start level", "representation", "pilot held-out accuracy"], rows)
+                         (pilot + f" ({where}, n={rep.get('n')})") if pilot else "–"])
+        doc.table(["module", "ladder level", "representation", "calibration accuracy per candidate"], rows)
 
 
 def _mastery(doc: Doc, run: Run, figs: Mapping[str, tuple[bytes, str]]) -> None:

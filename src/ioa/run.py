@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -407,10 +408,14 @@ def stage_requests(loop: Loop, stage: Stage, per_module: int) -> list[DataReques
 def _representation(loop: Loop, module: str) -> Representation:
     if not loop.config.adapter.enabled:  # plain teacher solutions, shown as they are written
         return "plain"
-    chosen = loop.config.adapter.representation
-    if chosen != "auto":
+    cfg = loop.config.adapter
+    if cfg.representation != "auto":
+        return cfg.representation
+    chosen = loop.curriculum.representation.get(module, {}).get("choice")
+    if chosen:
         return chosen
-    return loop.curriculum.representation.get(module, {}).get("choice", loop.config.adapter.candidates[0])
+    # Not chosen yet: stage calibration writes the solutions every candidate is rendered from.
+    return pilot_families(cfg.candidates)[0] if cfg.calibration == "stage" else cfg.candidates[0]
 
 
 def _pilot_path(loop: Loop, family: Representation) -> Path:
@@ -428,7 +433,8 @@ def calibrate(loop: Loop) -> None:
     cfg = loop.config.adapter
     targets = [m for s in loop.curriculum.stages for m in s.modules]
     todo = [m for m in targets if m not in loop.curriculum.representation]
-    if not cfg.enabled or cfg.representation != "auto" or not todo or len(cfg.candidates) < 2:
+    if (not cfg.enabled or cfg.representation != "auto" or cfg.calibration != "pilot" or not todo
+            or len(cfg.candidates) < 2):
         return
     cdir = loop.run / "calibration"
     seed = derived_seed(loop.config.seed, "pilot")
@@ -460,6 +466,70 @@ def calibrate(loop: Loop) -> None:
     _mark_pilot_use(loop, families)
     loop.run.event("calibrated", choices={m: loop.curriculum.representation[m] for m in todo})
     loop.save()
+
+
+def stage_candidates(loop: Loop, stage: Stage) -> list[Representation]:
+    """The representations stage calibration tries for a stage: those rendered from the one set of teacher
+    solutions it writes (none once its modules are chosen, or when nothing is to be chosen)."""
+    cfg = loop.config.adapter
+    if not cfg.enabled or cfg.representation != "auto" or cfg.calibration != "stage":
+        return []
+    if all(m in loop.curriculum.representation for m in stage.modules):
+        return []
+    family = pilot_families(cfg.candidates)[0]
+    reps = [r for r in cfg.candidates if r == "bare" or pilot_family(r) == family]
+    return reps if len(reps) > 1 else []
+
+
+def calibrate_stage(loop: Loop, stage: Stage, samples: Sequence[Sample], out: Path, start_from: str | None,
+                    candidates: Sequence[Representation]) -> str:
+    """Stage calibration: the stage's first training once per candidate representation (the same verified
+    solutions rendered each way, from the same student), each scored on the round-0 gate items; the best
+    mean P_S/P_T wins (the earlier candidate on a tie) for every module of the stage. The winner is copied to
+    `out`, where the stage's student lives, the stage data is rewritten in its representation (remediation
+    and later review train on it), and the gate that follows is served from the call cache."""
+    org = loop.config.organizer
+    sdir = loop.stage_dir(stage)
+    mine = set(stage.modules)
+    n = gate_item_count(org)
+    seed = derived_seed(loop.config.seed, "gate", stage.index, 0)  # the items step_gate will use in round 0
+    gates: list[GateResult] = []
+    students: list[str] = []
+    scores: dict[str, dict[str, float]] = {m: {} for m in stage.modules}
+    for rep in candidates:
+        rendered = [s.rendered(rep) if s.module in mine else s for s in samples]
+        student = loop.train_on(rendered, sdir / f"calibration-{rep}",
+                                f"stage {stage.index + 1}: calibration training ({rep}, {len(rendered)} samples)",
+                                start_from=start_from)
+        acc = loop.evaluate(student, stage.modules, n, seed, "gate",
+                            f"stage {stage.index + 1}: calibration gate ({rep})")
+        gates.append(mastery_gate(acc, loop.teacher_acc, org.tau_mastery, org.gate_mode, modules=stage.modules))
+        students.append(student)
+        for m in stage.modules:
+            scores[m][rep] = acc[m].value
+    found = best_gate(gates)
+    best = 0 if found is None else found
+    choice = candidates[best]
+    tied = [r for r, g in zip(candidates, gates, strict=True) if g.ratios_mean == gates[best].ratios_mean]
+    why = ("best gate (mean P_S/P_T over the stage) after the stage's training in each representation"
+           if len(tied) == 1 else f"tie between {', '.join(tied)} at the gate: the first candidate listed wins")
+    for m in stage.modules:
+        loop.curriculum.representation[m] = {
+            "choice": choice, "gate_accuracy": scores[m], "n": n, "stage": stage.index + 1, "why": why,
+        }
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(students[best], tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    write_jsonl(sdir / "data.jsonl", [s.rendered(choice) if s.module in mine else s for s in samples])
+    loop.run.event("calibrated", stage=stage.index + 1, choices={m: loop.curriculum.representation[m]
+                                                                for m in stage.modules})
+    loop.reporter.info(f"stage {stage.index + 1}: calibration chose {choice} ("
+                       + ", ".join(f"{r} {100 * sum(scores[m][r] for m in stage.modules) / len(stage.modules):.0f}%"
+                                   for r in candidates) + ")")
+    loop.save()
+    return str(out)
 
 
 def _pilot_source(loop: Loop, module: str) -> Representation:
@@ -511,7 +581,11 @@ def _replay_samples(loop: Loop) -> list[Sample]:
     earlier = [s for p in sorted((loop.run / "stages").glob("*/data.jsonl")) for s in _load_samples(p)
                if s.lineage.get("purpose") != "replay"]  # read once: review now names every taught module
     for module, n in loop.curriculum.pending_replay.items():
-        for s in [s for s in earlier if s.module == module][:n]:
+        # A seeded random share, not the first n: stage data is ordered by level, so a prefix would review
+        # only the easiest levels (measured: a stage-2 review of levels 1-2 let 3-4-addend sums fall to 2/9).
+        mine = [s for s in earlier if s.module == module]
+        rng = random.Random(derived_seed(loop.config.seed, "review", module, len(loop.curriculum.snapshots)))
+        for s in rng.sample(mine, min(n, len(mine))):
             out.append(Sample(**{**s.to_dict(), "lineage": {**s.lineage, "purpose": "replay"}}))
     return out
 
@@ -591,8 +665,13 @@ def run_stage(loop: Loop, stage: Stage) -> StageState:
             step_synthesise(loop, stage, state)
         elif action is Action.TRAIN:
             samples, out = training_data(loop, stage, state)
-            loop.set_student(loop.train_on(samples, out, f"stage {stage.index + 1}: training ({len(samples)} samples)",
-                                           start_from=training_start(loop, stage, state)))
+            start_from = training_start(loop, stage, state)
+            candidates = stage_candidates(loop, stage) if state.rounds == 0 and samples else []
+            if candidates:
+                loop.set_student(calibrate_stage(loop, stage, samples, out, start_from, candidates))
+            else:
+                loop.set_student(loop.train_on(samples, out, f"stage {stage.index + 1}: training "
+                                               f"({len(samples)} samples)", start_from=start_from))
         elif action is Action.GATE:
             gate = step_gate(loop, stage, state)
         elif action is Action.REMEDIATE:

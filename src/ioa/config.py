@@ -149,8 +149,10 @@ class OrganizerConfig(Strict):
     replay_fraction: float = Field(0.2, ge=0, le=1)
     # Spaced review (beyond the paper): every later training also sees this share of each earlier-taught
     # module's data, mastered or not. Measured here: without it, stage 2 of the demo undid most of stage 1's
-    # gain on an unmastered prerequisite (55% → 17.5% held-out), which the mastered-only guard never sees.
-    review_fraction: float = Field(0.25, ge=0, le=1)
+    # gain on an unmastered prerequisite (55% → 17.5% held-out), which the mastered-only guard never sees;
+    # with 0.25, stage 2 (multi-digit sums as bare answers) still took 3-4-addend sums from 31/36 at the stage-1
+    # gate to 2/18 held-out; with 1.0 (all earlier data again) they stayed at 12/18. Training grows with stages.
+    review_fraction: float = Field(1.0, ge=0, le=1)
     # A remedial round trains on its remedial data plus the stage's data again, not on the small remedial
     # batch alone (measured: 19 remedial samples alone dropped a module from 12/36 to 4/36 at its gate).
     remediation_includes_stage_data: bool = True

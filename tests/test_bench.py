@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -771,3 +772,13 @@ def test_review_draws_earlier_data_from_every_level_not_the_first_rows(tmp_path:
     assert len({s.level for s in review}) >= 4  # a prefix would have held levels 1-2 only
     assert all(s.lineage["purpose"] == "replay" for s in review)
     assert [s.item_id for s in review] == [s.item_id for s in _replay_samples(loop)]  # the same on a rerun
+
+
+def test_ioa_plan_shows_the_stage_calibration(bench: tuple[BenchConfig, dict[str, Any]]) -> None:
+    from ioa.cli import app
+
+    cfg, _ = bench
+    result = CliRunner().invoke(app, ["plan", str(cfg.bench_dir / "seed-0" / "ioa")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"representation bare \(calibration: bare \d+%, plain \d+% \(stage gate, n=8\)\)",
+                     " ".join(result.output.split()))

@@ -485,8 +485,10 @@ def plan(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> N
         table.add_row(str(stage["index"] + 1), ", ".join(stage["modules"]), f"{stage['difficulty']:.2f}",
                       "ok" if stage["zpd_ok"] else stage["note"], state.get("outcome", "planned"), gates)
     console.print(table)
+    from ioa.report import calibration_text
+
     for module, rep in cur.get("representation", {}).items():
-        console.print(f"{module}: representation {rep['choice']} (pilot accuracy {rep['pilot_accuracy']})")
+        console.print(f"{module}: representation {rep['choice']} (calibration: {calibration_text(rep)})")
 
 
 @app.command()

@@ -369,7 +369,7 @@ def _phase(event: Mapping[str, Any]) -> str:
             return "synthesis: bridging data"
         return "synthesis: stage data"
     if kind in ("trained", "empty_training_set"):
-        return "training: pilot" if "/pilot/" in where else "training"
+        return "training: calibration" if "calibration" in where or "/pilot/" in where else "training"
     return {
         "calibrated": "evaluation: pilot (calibration)",
         "gate": "evaluation: mastery gates",
@@ -812,12 +812,18 @@ def _curriculum(doc: Doc, run: Run, figs: Mapping[str, tuple[bytes, str]]) -> No
         rows = []
         for m in sorted(set(levels) | set(reps)):
             rep = reps.get(m, {})
-            measured = rep.get("gate_accuracy") or rep.get("pilot_accuracy") or {}
-            where = "stage gate" if "gate_accuracy" in rep else "pilot"
-            pilot = ", ".join(f"{k} {100 * float(v):.0f}%" for k, v in measured.items())
             rows.append([m, levels.get(m, "–"), rep.get("choice", run.cfg("adapter", "representation", "–")),
-                         (pilot + f" ({where}, n={rep.get('n')})") if pilot else "–"])
+                         calibration_text(rep)])
         doc.table(["module", "ladder level", "representation", "calibration accuracy per candidate"], rows)
+
+
+def calibration_text(choice: Mapping[str, Any]) -> str:
+    """A calibration record of curriculum.json in words: accuracy per candidate, where measured, n."""
+    measured = choice.get("gate_accuracy") or choice.get("pilot_accuracy") or {}
+    if not measured:
+        return "–"
+    where = "stage gate" if "gate_accuracy" in choice else "pilot"
+    return ", ".join(f"{k} {100 * float(v):.0f}%" for k, v in measured.items()) + f" ({where}, n={choice.get('n')})"
 
 
 def _mastery(doc: Doc, run: Run, figs: Mapping[str, tuple[bytes, str]]) -> None:

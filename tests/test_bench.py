@@ -452,6 +452,19 @@ def test_remedial_data_enters_the_ladder_at_the_frontier_the_gate_measured(
     assert checked  # the fake student fails its gates, so remediation happened
 
 
+def _ioa_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, student: type[FakeStudent] = FakeStudent,
+              **adapter: Any) -> tuple[BenchConfig, dict[str, Any], Path]:
+    """A one-seed fake bench of IOA alone with this fake student and adapter settings: config, result, run dir."""
+    import bench_fakes
+
+    patch_models(monkeypatch)
+    monkeypatch.setattr(bench_fakes, "FakeStudent", student)
+    monkeypatch.chdir(tmp_path)
+    cfg = _bench_config(Path("."), adapter=adapter, seeds=1, methods=["ioa"])
+    result = run_bench(cfg, teacher=FakeTeacher())
+    return cfg, result, cfg.bench_dir / "seed-0" / "ioa"
+
+
 class OvertrainedStudent(FakeStudent):
     """Learns from its first training, then collapses: right on no item once trained on > 20 examples."""
 
@@ -464,14 +477,7 @@ class OvertrainedStudent(FakeStudent):
 def test_an_unmastered_stage_keeps_its_best_round_and_remediation_retrains_from_the_stage_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bench_fakes
-
-    patch_models(monkeypatch)
-    monkeypatch.setattr(bench_fakes, "FakeStudent", OvertrainedStudent)
-    monkeypatch.chdir(tmp_path)
-    cfg = _bench_config(Path("."), adapter={"representation": "bare"}, seeds=1, methods=["ioa"])
-    run_bench(cfg, teacher=FakeTeacher())
-    run = cfg.bench_dir / "seed-0" / "ioa"
+    _, _, run = _ioa_only(tmp_path, monkeypatch, OvertrainedStudent, representation="bare")
     events = _events(run)
     curriculum = json.loads((run / "curriculum.json").read_text())
     trained = {e["at"]: e for e in events if e["event"] == "trained"}
@@ -492,12 +498,7 @@ def test_an_unmastered_stage_keeps_its_best_round_and_remediation_retrains_from_
 def test_the_spend_counts_the_samples_trained_on_not_the_pilot_sets_calibration_discarded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    patch_models(monkeypatch)
-    monkeypatch.chdir(tmp_path)
-    cfg = _bench_config(Path("."), adapter={"calibration": "pilot", "candidates": ["bare", "plain", "steps"]},
-                        seeds=1, methods=["ioa"])
-    result = run_bench(cfg, teacher=FakeTeacher())
-    run = cfg.bench_dir / "seed-0" / "ioa"
+    _, result, run = _ioa_only(tmp_path, monkeypatch, calibration="pilot", candidates=["bare", "plain", "steps"])
     # Candidates bare, plain, steps: the pilot asks for the Adapter's and the teacher's plain solutions.
     adapted, plain = run / "calibration/data.accounting.json", run / "calibration/data.plain.accounting.json"
     assert adapted.exists() and plain.exists()
@@ -565,14 +566,7 @@ class StepLearner(FakeStudent):
 def test_stage_calibration_picks_the_representation_the_student_learns_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bench_fakes
-
-    patch_models(monkeypatch)
-    monkeypatch.setattr(bench_fakes, "FakeStudent", StepLearner)
-    monkeypatch.chdir(tmp_path)
-    cfg = _bench_config(Path("."), seeds=1, methods=["ioa"])
-    run_bench(cfg, teacher=FakeTeacher())
-    run = cfg.bench_dir / "seed-0" / "ioa"
+    _, _, run = _ioa_only(tmp_path, monkeypatch, StepLearner)
     curriculum = json.loads((run / "curriculum.json").read_text())
     for m in curriculum["stages"][0]["modules"]:
         choice = curriculum["representation"][m]
